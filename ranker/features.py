@@ -4,12 +4,14 @@ Feature groups (switch any off with `ranker.features`):
 
     ids               sparse: member_id, author_id (contiguous indices into embedding tables)
     post_embedding    dense:  the post vector                                        [D]
-    member_embedding  dense:  the member's engagement-history vector                 [D]
+    member_embedding  dense:  the member's engagement-history vector at the row's time  [D]
     cosine            dense:  member . post (the retrieval score)                    [1]
-    context           dense:  1/position, post age (days), log connections,
-                              activity level, log tenure                             [5]
+    context           dense:  1/position, post age (weeks), log connections / 10,
+                              activity level, log tenure / 10                        [5]
 
-Everything is vectorised over rows (no per-row Python). Shape legend: B rows, D vector dim.
+Member vectors are point-in-time (ranker/history.py): built from engagements strictly before
+each row's timestamp, so no row sees its own label. Everything is vectorised over rows (no
+per-row Python). Shape legend: B rows, D vector dim.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import polars as pl
 import torch
 from torchrec import KeyedJaggedTensor
 
+from ranker.history import MemberHistory
 from recsim.world import hours_since_start
 
 FEATURE_GROUPS = ("ids", "post_embedding", "member_embedding", "cosine", "context")
@@ -49,27 +52,27 @@ class FeatureSpace:
     post_author_index: np.ndarray  # [P] contiguous author index
     post_created_h: np.ndarray  # [P]
     member_ids: np.ndarray  # sorted
-    member_vectors: np.ndarray  # [M, D]
-    member_numeric: np.ndarray  # [M, 3] log connections, activity, log tenure
+    history: MemberHistory
+    member_numeric: np.ndarray  # [M, 3] log connections / 10, activity, log tenure / 10
     num_authors: int
 
     @classmethod
     def build(cls, groups, posts: pl.DataFrame, post_vectors: np.ndarray, members: pl.DataFrame,
-              member_vectors: np.ndarray) -> "FeatureSpace":
-        """`post_vectors` rows follow `posts`' row order; `member_vectors` follow `members`'."""
+              history: MemberHistory) -> "FeatureSpace":
+        """`post_vectors` rows follow `posts`' row order."""
         order = np.argsort(posts["post_id"].to_numpy())
         author_ids = posts["author_id"].to_numpy()[order]
         _, author_index = np.unique(author_ids, return_inverse=True)
         created = posts.select(hours_since_start(pl.col("created_at"))).to_series().to_numpy()
         morder = np.argsort(members["member_id"].to_numpy())
         numeric = np.stack([
-            np.log1p(members["connections"].to_numpy()),
+            np.log1p(members["connections"].to_numpy()) / 10,
             members["activity_level"].to_numpy(),
-            np.log1p(members["tenure_days"].to_numpy()),
+            np.log1p(members["tenure_days"].to_numpy()) / 10,
         ], axis=1)[morder]
         return cls(check_groups(groups), posts["post_id"].to_numpy()[order], post_vectors[order],
                    author_index, created[order], members["member_id"].to_numpy()[morder],
-                   member_vectors[morder], numeric, int(author_index.max()) + 1)
+                   history, numeric, int(author_index.max()) + 1)
 
     @property
     def dense_dim(self) -> int:
@@ -97,17 +100,19 @@ class FeatureSpace:
             values=torch.from_numpy(np.concatenate([m, self.post_author_index[p]]).astype(np.int64)),
             lengths=torch.ones(2 * n, dtype=torch.int32),
         )
+        t = rows.select(hours_since_start(pl.col("timestamp"))).to_series().to_numpy()
         parts = []
         if "post_embedding" in self.groups:
             parts.append(self.post_vectors[p])
+        if "member_embedding" in self.groups or "cosine" in self.groups:
+            member_vectors, _ = self.history.vectors_at(rows["member_id"].to_numpy(), t)
         if "member_embedding" in self.groups:
-            parts.append(self.member_vectors[m])
+            parts.append(member_vectors)
         if "cosine" in self.groups:
-            parts.append(np.einsum("bd,bd->b", self.post_vectors[p], self.member_vectors[m])[:, None])
+            parts.append(np.einsum("bd,bd->b", self.post_vectors[p], member_vectors)[:, None])
         if "context" in self.groups:
-            t = rows.select(hours_since_start(pl.col("timestamp"))).to_series().to_numpy()
-            age_days = np.maximum(t - self.post_created_h[p], 0.0) / 24
+            age_weeks = np.maximum(t - self.post_created_h[p], 0.0) / (24 * 7)
             position = rows["position"].to_numpy().astype(np.float64)
-            parts.append(np.column_stack([1.0 / position, age_days, self.member_numeric[m]]))
+            parts.append(np.column_stack([1.0 / position, age_weeks, self.member_numeric[m]]))
         dense = torch.from_numpy(np.concatenate(parts, axis=1).astype(np.float32))
         return sparse, dense

@@ -21,7 +21,7 @@ class RankerConfig:
     embedding_dim: int = 16
     dense_arch: list[int] = field(default_factory=lambda: [64])
     over_arch: list[int] = field(default_factory=lambda: [64, 32])
-    epochs: int = 3
+    epochs: int = 1
     batch_size: int = 512
     learning_rate: float = 3e-3
     train_fraction: float = 0.7  # share of the log's time window used for training

@@ -1,5 +1,6 @@
-"""FAISS candidate retrieval: an inner-product index over unit post vectors, member query vectors
-from engagement history, top-K search returning a polars frame, and recall@K.
+"""FAISS candidate retrieval: an inner-product index over unit post vectors, top-K search
+returning a polars frame, and recall@K. Member query vectors come from engagement history
+(ranker/history.py).
 
 Shape legend: P posts, M members, D vector dim, K candidates per member.
 """
@@ -13,7 +14,6 @@ import faiss
 import numpy as np
 import polars as pl
 
-from recsim.world import hours_since_start
 
 log = logging.getLogger(__name__)
 
@@ -62,45 +62,6 @@ def _search_params(index: str, nprobe: int, ef_search: int) -> str:
     if "HNSW" in index:
         params.append(f"efSearch={ef_search}")
     return ",".join(params)
-
-
-def history_vectors(
-    impressions: pl.DataFrame,
-    post_ids: np.ndarray,
-    post_vectors: np.ndarray,
-    member_ids: np.ndarray,
-    halflife_days: float,
-    engagement: str = "click",
-) -> np.ndarray:
-    """[M, D] unit member vectors: recency-weighted mean of the vectors of engaged posts.
-
-    Weight of an engagement = 0.5 ** (age / halflife) with age measured from the member's
-    latest logged request. Members with no engagement get the mean of all engaged-post
-    vectors (a popularity prior), or of all posts when nothing was engaged.
-    """
-    row_of_post = pl.DataFrame({"post_id": post_ids, "row": np.arange(len(post_ids))})
-    engaged = (
-        impressions.filter(pl.col(engagement))
-        .with_columns(t=hours_since_start(pl.col("timestamp")))
-        .with_columns(age_days=(pl.col("t").max().over("member_id") - pl.col("t")) / 24)
-        .with_columns(weight=0.5 ** (pl.col("age_days") / halflife_days))
-        .join(row_of_post, on="post_id")
-    )
-    member_row = {m: i for i, m in enumerate(np.asarray(member_ids).tolist())}
-    engaged = engaged.filter(pl.col("member_id").is_in(list(member_row)))
-    vectors = np.zeros((len(member_ids), post_vectors.shape[1]), dtype=np.float64)
-    if engaged.height:
-        rows = engaged["member_id"].replace_strict(member_row).to_numpy()
-        np.add.at(vectors, rows, post_vectors[engaged["row"].to_numpy()] * engaged["weight"].to_numpy()[:, None])
-        prior = post_vectors[engaged["row"].to_numpy()].mean(axis=0)
-    else:
-        prior = post_vectors.mean(axis=0)
-    empty = np.linalg.norm(vectors, axis=1) == 0
-    vectors[empty] = prior
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
-    log.info("history vectors: %d members, %d with no engagement (prior used)", len(member_ids),
-             int(empty.sum()))
-    return vectors.astype(np.float32)
 
 
 def recall_at_k(retrieved: pl.DataFrame, held_out: pl.DataFrame, ks: tuple[int, ...]) -> dict[int, float]:

