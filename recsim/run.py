@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import os
 import time
+from pathlib import Path
 
 import hydra
 import numpy as np
@@ -185,7 +186,11 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
     return report
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# An absolute path, so the console script and `python -m` find the same conf/ (editable install).
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
