@@ -1,117 +1,214 @@
-"""Off-policy estimators with one contract, and one shared clustered bootstrap.
+"""Off-policy estimators with one contract.
 
-An estimator is a function from a polars frame of logged decisions to per-row contributions
-`num` and `den`; its value is sum(num) / sum(den). IPS has den = 1 (a mean), SNIPS has den = the
-importance weight (a self-normalised mean). The input frame has one row per logged decision:
+An estimator is a function from a polars frame of logged rows to per-row contribution *terms*,
+plus a `combine` that maps the terms' totals to a value (most: sum(num) / sum(den)). One shared
+routine (recsim/bootstrap.py) turns the terms into an `Estimate(name, value, ci_low, ci_high, n,
+diagnostics)` with a Poisson bootstrap over members. Input columns, one row per logged decision
+(or, for the slate estimators, one row per shown slot):
 
-    member_id   the bootstrap cluster (members are resampled, not impressions)
-    propensity  the logging policy's probability of the logged action, in (0, 1]
-    target_prob the evaluation policy's probability of the same action, in [0, 1]
-    reward      the observed outcome (click, any engagement, dwell, ...)
+    member_id          the bootstrap cluster (members are resampled, not impressions)
+    propensity         logging policy's probability of the logged action, in (0, 1]; for slates,
+                       of the logged post at its slot given the earlier slots
+    target_prob        evaluation policy's probability of the same action (same conditioning)
+    reward             the observed outcome (recsim/rewards.py: click, engagement, dwell, ...)
+    reward_hat         DM / DR / SNDR: a reward model's prediction for the logged action
+    target_reward_hat  DM / DR / SNDR: the model's expected reward under the evaluation policy,
+                       sum over actions a of target(a) * reward_hat(a)
+    request_id, position, logging_marginal, target_marginal
+                       slate estimators: the request, the slot, and each policy's probability
+                       of the logged post at that slot, marginal over the earlier slots
+    unsupported_mass   optional: the evaluation policy's mass, in this decision, on actions the
+                       logging policy never shows (IPS cannot see them; reported, not hidden)
 
-`bootstrap` turns contributions into replicate values with a Poisson bootstrap over members
-(each member's rows get one Poisson(1) weight per replicate): vectorised, and per-shard sums
-combine by addition. `estimate` wraps it into an `Estimate` with a percentile interval.
+Estimators (value per decision; w = target_prob / propensity):
+
+    replay       rejection sampling (Li et al. 2011), Rao-Blackwellised: sum(pi r) / sum(pi);
+                 unbiased only when the logging policy is uniform over the candidates
+    ips          mean(w r)
+    clipped_ips  mean(min(w, 10) r): less variance, biased down where weights exceed 10
+    snips        sum(w r) / sum(w): bounded by the reward range
+    dm           mean(target_reward_hat): as good as the reward model
+    dr           mean(target_reward_hat + w (r - reward_hat))
+    sndr         mean(target_reward_hat) + sum(w (r - reward_hat)) / sum(w)
+    iips         slate, per request: sum_k (target_marginal_k / logging_marginal_k) r_k;
+                 unbiased when a slot's reward depends only on its post and position
+                 (position-based click model; Li et al. 2018)
+    rips         slate, per request: sum_k (prod_{j<=k} target_prob_j / propensity_j) r_k;
+                 unbiased when a slot's reward depends on the slots above it and not below
+                 (cascade-like; McInerney et al. 2020); uses the logged conditional propensities
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import polars as pl
 
-REQUIRED = ("member_id", "propensity", "target_prob", "reward")
+from recsim.bootstrap import (ClusterSums, Combine, Estimate, cluster_sums, finish,
+                              percentile_interval, ratio, replicate)
+
+__all__ = ["Estimate", "Estimator", "ESTIMATORS", "Bootstrap", "check_decisions", "contributions",
+           "summarize", "finish_all", "evaluate", "estimate", "percentile_interval"]
+
+log = logging.getLogger(__name__)
+
+CLIP_WEIGHT = 10.0
+_w = pl.col("target_prob") / pl.col("propensity")
+_first_slot = (pl.col("position") == pl.col("position").min().over("request_id")).cast(pl.Float64)
+
+
+def _terms(**columns: pl.Expr) -> Callable[[pl.DataFrame], pl.DataFrame]:
+    return lambda frame: frame.select(**columns)
+
+
+def _sndr(t: dict[str, np.ndarray]) -> np.ndarray:
+    return t["dm"] / t["one"] + t["corr"] / t["w"]
 
 
 @dataclass(frozen=True)
-class Estimate:
+class Estimator:
+    """terms: rows -> contribution columns (and `weight`, `decision` for diagnostics);
+    combine: term totals -> value; needs: the input columns it reads."""
+
     name: str
-    value: float
-    ci_low: float
-    ci_high: float
-    n: int
-    diagnostics: dict = field(default_factory=dict)
+    terms: Callable[[pl.DataFrame], pl.DataFrame]
+    needs: tuple[str, ...]
+    combine: Combine = ratio
 
 
-def check_decisions(frame: pl.DataFrame, source: str = "decisions") -> pl.DataFrame:
+BASE = ("member_id", "propensity", "target_prob", "reward")
+MODEL = BASE + ("reward_hat", "target_reward_hat")
+SLATE = ("request_id", "position")
+one = pl.lit(1.0)
+
+ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (
+    Estimator("replay", _terms(num=pl.col("target_prob") * pl.col("reward"),
+                               den=pl.col("target_prob"), weight=_w, decision=one), BASE),
+    Estimator("ips", _terms(num=_w * pl.col("reward"), den=one, weight=_w, decision=one), BASE),
+    Estimator("clipped_ips", _terms(num=_w.clip(upper_bound=CLIP_WEIGHT) * pl.col("reward"),
+                                    den=one, weight=_w, decision=one), BASE),
+    Estimator("snips", _terms(num=_w * pl.col("reward"), den=_w, weight=_w, decision=one), BASE),
+    Estimator("dm", _terms(num=pl.col("target_reward_hat"), den=one, weight=_w, decision=one),
+              MODEL),
+    Estimator("dr", _terms(num=pl.col("target_reward_hat")
+                           + _w * (pl.col("reward") - pl.col("reward_hat")),
+                           den=one, weight=_w, decision=one), MODEL),
+    Estimator("sndr", _terms(dm=pl.col("target_reward_hat"), one=one,
+                             corr=_w * (pl.col("reward") - pl.col("reward_hat")), w=_w,
+                             weight=_w, decision=one), MODEL, _sndr),
+    Estimator("iips", _terms(
+        num=pl.col("target_marginal") / pl.col("logging_marginal") * pl.col("reward"),
+        den=_first_slot, weight=pl.col("target_marginal") / pl.col("logging_marginal"),
+        decision=_first_slot), BASE + SLATE + ("logging_marginal", "target_marginal")),
+    Estimator("rips", lambda frame: frame.with_columns(
+        w_prefix=_w.cum_prod().over("request_id", order_by="position")).select(
+        num=pl.col("w_prefix") * pl.col("reward"), den=_first_slot, weight=pl.col("w_prefix"),
+        decision=_first_slot), BASE + SLATE),
+)}
+
+SLATE_ESTIMATORS = ("iips", "rips")
+
+
+def check_decisions(frame: pl.DataFrame, source: str = "decisions",
+                    needs: tuple[str, ...] = BASE) -> pl.DataFrame:
     """Clear errors for what would silently give a wrong number."""
-    missing = [c for c in REQUIRED if c not in frame.columns]
+    missing = [c for c in needs if c not in frame.columns]
     if missing:
         raise ValueError(f"{source}: missing column(s) {missing}")
     if frame.height == 0:
         raise ValueError(f"{source}: no logged decisions to evaluate (empty log)")
-    nulls = [c for c in REQUIRED if frame[c].null_count()]
+    nulls = [c for c in needs if frame[c].null_count()]
     if nulls:
         raise ValueError(f"{source}: null values in column(s) {nulls}")
-    bad = frame.filter((pl.col("propensity") <= 0) | (pl.col("propensity") > 1))
-    if bad.height:
-        raise ValueError(f"{source}: column 'propensity': {bad.height} values outside (0, 1] "
-                         f"(first: {bad['propensity'][0]}); propensity must be in (0, 1]")
-    bad = frame.filter((pl.col("target_prob") < 0) | (pl.col("target_prob") > 1))
-    if bad.height:
-        raise ValueError(f"{source}: column 'target_prob': {bad.height} values outside [0, 1]")
+    for col in ("propensity", "logging_marginal"):
+        if col in needs:
+            bad = frame.filter((pl.col(col) <= 0) | (pl.col(col) > 1) | pl.col(col).is_nan())
+            if bad.height:
+                raise ValueError(f"{source}: column '{col}': {bad.height} values outside (0, 1] "
+                                 f"(first: {bad[col][0]}); {col} must be in (0, 1]")
+    for col in ("target_prob", "target_marginal"):
+        if col in needs:
+            bad = frame.filter((pl.col(col) < 0) | (pl.col(col) > 1) | pl.col(col).is_nan())
+            if bad.height:
+                raise ValueError(f"{source}: column '{col}': {bad.height} values outside [0, 1] "
+                                 f"(first: {bad[col][0]})")
     return frame
 
 
-def _weights(frame: pl.DataFrame) -> pl.Expr:
-    return pl.col("target_prob") / pl.col("propensity")
+def contributions(name: str, frame: pl.DataFrame) -> pl.DataFrame:
+    """Per-row terms of estimator `name`, plus the diagnostic terms the shared routine sums."""
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown estimator '{name}'; choose from {list(ESTIMATORS)}")
+    est = ESTIMATORS[name]
+    terms = est.terms(frame)
+    unsupported = (frame["unsupported_mass"].fill_null(0.0) if "unsupported_mass" in frame.columns
+                   else pl.repeat(0.0, frame.height, eager=True))
+    return terms.with_columns(
+        _w=pl.col("weight"),
+        _w2=pl.col("weight") ** 2,
+        _unsupported=unsupported * pl.col("decision"),
+        _decisions=pl.col("decision"),
+    ).drop("decision")
 
 
-def ips(frame: pl.DataFrame) -> pl.DataFrame:
-    """Inverse propensity scoring: mean of w * r."""
-    return frame.with_columns(num=_weights(frame) * pl.col("reward"), den=pl.lit(1.0))
+def summarize(names: list[str], frame: pl.DataFrame,
+              source: str = "decisions") -> tuple[ClusterSums, dict[str, float]]:
+    """Check `frame`, compute the terms of every estimator in `names` and sum them per member.
+
+    Returns the per-member sums (terms named "<estimator>/<term>") and each estimator's
+    largest weight. This is the only step that reads rows; shards of a log run it separately.
+    """
+    unknown = [n for n in names if n not in ESTIMATORS]
+    if unknown:
+        raise ValueError(f"unknown estimator(s) {unknown}; choose from {list(ESTIMATORS)}")
+    needs = tuple(dict.fromkeys(c for n in names for c in ESTIMATORS[n].needs))
+    check_decisions(frame, source, needs)
+    parts, max_weight = [], {}
+    for name in names:
+        terms = contributions(name, frame)
+        max_weight[name] = float(terms["weight"].max())
+        parts.append(terms.drop("weight").rename(lambda c, n=name: f"{n}/{c}"))
+    return cluster_sums(pl.concat(parts, how="horizontal"), frame["member_id"]), max_weight
 
 
-def snips(frame: pl.DataFrame) -> pl.DataFrame:
-    """Self-normalised IPS: sum(w * r) / sum(w); bounded by the reward range."""
-    return frame.with_columns(num=_weights(frame) * pl.col("reward"), den=_weights(frame))
-
-
-ESTIMATORS = {"ips": ips, "snips": snips}
+def finish_all(names: list[str], cs: ClusterSums, max_weight: dict[str, float],
+               boot: "Bootstrap", alpha: float | None = None) -> dict[str, tuple[Estimate, np.ndarray]]:
+    """One bootstrap draw for all estimators; each gets its Estimate and [B] replicate values."""
+    point, reps = replicate(cs, boot.n_boot, boot.seed)
+    out = {}
+    for name in names:
+        idx = [i for i, t in enumerate(cs.terms) if t.startswith(f"{name}/")]
+        out[name] = finish(name, cs.select(f"{name}/", max_weight[name]), ESTIMATORS[name].combine,
+                           boot.n_boot, boot.seed, boot.alpha if alpha is None else alpha,
+                           replicated=(point[idx], reps[:, idx]))
+    return out
 
 
 @dataclass(frozen=True)
 class Bootstrap:
-    """Poisson(1) weights [G, B] for G member clusters and B replicates, and the row -> cluster map."""
+    """How intervals are drawn: B Poisson(1) replicates over members, seeded; 1 - alpha level."""
 
-    cluster_of_row: np.ndarray
-    weights: np.ndarray
+    n_boot: int = 500
+    seed: int = 0
+    alpha: float = 0.05
 
     @classmethod
-    def over_members(cls, member_ids: pl.Series, n_boot: int, seed: int) -> "Bootstrap":
-        codes = member_ids.rank("dense").cast(pl.Int64).to_numpy() - 1
-        rng = np.random.default_rng(seed)
-        return cls(codes, rng.poisson(1.0, size=(int(codes.max()) + 1, n_boot)).astype(np.float64))
-
-    def replicates(self, contributions: pl.DataFrame) -> tuple[float, np.ndarray]:
-        """Point value and [B] replicate values of sum(num) / sum(den)."""
-        g = self.weights.shape[0]
-        num = np.bincount(self.cluster_of_row, contributions["num"].to_numpy(), minlength=g)
-        den = np.bincount(self.cluster_of_row, contributions["den"].to_numpy(), minlength=g)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return num.sum() / den.sum(), (self.weights.T @ num) / (self.weights.T @ den)
+    def over_members(cls, member_ids=None, n_boot: int = 500, seed: int = 0) -> "Bootstrap":
+        """Kept for the skeleton's callers; the clusters are always the frame's member_id."""
+        return cls(n_boot, seed)
 
 
-def percentile_interval(replicates: np.ndarray, alpha: float) -> tuple[float, float]:
-    finite = replicates[np.isfinite(replicates)]
-    lo, hi = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
+def evaluate(names: list[str], frame: pl.DataFrame, boot: Bootstrap, alpha: float | None = None,
+             source: str = "decisions") -> dict[str, tuple[Estimate, np.ndarray]]:
+    """Run several estimators on `frame` with one bootstrap draw: name -> (Estimate, replicates)."""
+    cs, max_weight = summarize(list(names), frame, source)
+    return finish_all(list(names), cs, max_weight, boot, alpha)
 
 
-def diagnostics(frame: pl.DataFrame) -> dict:
-    w = (frame["target_prob"] / frame["propensity"]).to_numpy()
-    return {
-        "effective_sample_size": float(w.sum() ** 2 / max((w**2).sum(), 1e-300)),
-        "max_weight": float(w.max()),
-        "mean_weight": float(w.mean()),
-    }
-
-
-def estimate(name: str, frame: pl.DataFrame, boot: Bootstrap,
-             alpha: float = 0.05) -> tuple[Estimate, np.ndarray]:
-    """Run estimator `name` on `frame`; return its Estimate and bootstrap replicates."""
-    contributions = ESTIMATORS[name](frame)
-    value, reps = boot.replicates(contributions)
-    lo, hi = percentile_interval(reps, alpha)
-    return Estimate(name, float(value), lo, hi, frame.height, diagnostics(frame)), reps
+def estimate(name: str, frame: pl.DataFrame, boot: Bootstrap, alpha: float | None = None,
+             source: str = "decisions") -> tuple[Estimate, np.ndarray]:
+    """Run estimator `name` on `frame`; return its Estimate and [B] bootstrap replicate values."""
+    return evaluate([name], frame, boot, alpha, source)[name]
