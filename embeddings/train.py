@@ -157,6 +157,7 @@ def train(tasks: dict[str, Task], cfg: TrainConfig, output_dir: str | Path) -> T
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         rng.bit_generator.state = ckpt["rng"]
+        torch.set_rng_state(ckpt["torch_rng"])  # dropout masks continue where they stopped
         start, val_before = ckpt["step"], ckpt["validation_loss_before"]
         log.info("resuming %s from step %d", out, start)
     if val_before is None:
@@ -175,11 +176,12 @@ def train(tasks: dict[str, Task], cfg: TrainConfig, output_dir: str | Path) -> T
             opt.step()
             sched.step()
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}", task=names[which][:12], refresh=False)
+            bar.set_postfix(loss=f"{loss.item():.3f}", task=names[which][:12], refresh=False)
             if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
                 torch.save({"step": step + 1, "model": trainee.model.state_dict(),
                             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                            "rng": rng.bit_generator.state, "config": config_dict,
+                            "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                            "config": config_dict,
                             "validation_loss_before": val_before}, ckpt_path)
 
     val_after = validation_loss(trainee, val)

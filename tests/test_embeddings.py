@@ -1,0 +1,143 @@
+"""LiPost fine-tuning pieces: loss, masking, tasks, a short real training run, saving, precision."""
+
+import numpy as np
+import pytest
+import torch
+
+from embeddings.encoder import EncoderConfig, default_model_dir, embed_batch, load_encoder, pool
+from embeddings.evaluate import knn_predict, label_ranks
+from embeddings.losses import info_nce
+from embeddings.tasks import build_task
+from embeddings.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def tasks(small_corpus):
+    return {name: build_task(name, small_corpus, min_label_count=5)
+            for name in ("clothing_department", "newsgroup_topic")}
+
+
+def _tiny_config(**overrides):
+    base = dict(num_layers=2, steps=12, batch_size=12, learning_rate=2e-4, warmup_steps=2,
+                max_length=32, validation_batches=2, checkpoint_every=6, seed=3)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def test_masking_removes_same_label_negatives():
+    a = torch.eye(4)
+    p = torch.eye(4)
+    p[1] = a[0]  # positive 1 looks exactly like anchor 0: a "false negative" for row 0
+    labels = torch.tensor([0, 0, 1, 2])
+    logits = 20.0 * a @ torch.nn.functional.normalize(p, dim=-1).T
+    # Row 0 without column 1 (same label), rows 1..3 over all columns.
+    keep = torch.ones(4, 4, dtype=torch.bool)
+    keep[0, 1] = keep[1, 0] = False
+    expected = torch.stack([
+        -torch.log_softmax(logits[i][keep[i]], dim=0)[int(keep[i][:i].sum())] for i in range(4)
+    ]).mean()
+    assert float(info_nce(a, p, labels)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(info_nce(a, p, labels)) < float(info_nce(a, p, None))
+
+
+def test_loss_is_lower_for_aligned_pairs_than_shuffled(tasks):
+    encoder = load_encoder(EncoderConfig(precision="fp32"))
+    rng = np.random.default_rng(0)
+    anchors, positives, labels = tasks["newsgroup_topic"].sample_pairs(rng, 16, "label")
+    a = torch.from_numpy(embed_batch(encoder, anchors))
+    p = torch.from_numpy(embed_batch(encoder, positives))
+    shuffled = p[torch.from_numpy(rng.permutation(16))]
+    assert float(info_nce(a, p, None)) < float(info_nce(a, shuffled, None))
+
+
+def test_tasks_pair_texts_with_their_label(tasks):
+    task = tasks["newsgroup_topic"]
+    assert len(task.labels) == len(task.descriptions) >= 2
+    rng = np.random.default_rng(1)
+    anchors, positives, labels = task.sample_pairs(rng, 8, "text")
+    train = task.splits["train"]
+    label_of = dict(zip(train["text"], train["label_index"]))
+    assert [label_of[p] for p in positives] == labels.tolist()
+    _, descriptions, labels = task.sample_pairs(rng, 8, "label")
+    assert descriptions == [task.descriptions[i] for i in labels]
+    with pytest.raises(ValueError, match="unknown task 'weather'"):
+        build_task("weather", task.splits["train"])
+
+
+def test_short_training_lowers_validation_loss_and_saves_a_loadable_model(tasks, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    result = train({"clothing_department": tasks["clothing_department"]}, _tiny_config(), tmp_path)
+    assert result.validation_loss_after < result.validation_loss_before
+    assert not (tmp_path / "checkpoint.pt").exists()
+    assert "Training config" in (tmp_path / "README.md").read_text()
+
+    texts = ["Love this dress, fits perfectly", "The sleeves run long", "a hockey playoff game"]
+    ours = embed_batch(load_encoder(EncoderConfig(model_dir=str(tmp_path), precision="fp32")), texts)
+    theirs = SentenceTransformer(str(tmp_path), device="cpu").encode(texts)
+    assert np.allclose((ours * theirs).sum(axis=1), 1.0, atol=1e-4)
+    short = SentenceTransformer(str(tmp_path), device="cpu", truncate_dim=64).encode(texts)
+    assert short.shape == (3, 64)
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tasks, tmp_path, monkeypatch):
+    task = {"clothing_department": tasks["clothing_department"]}
+    cfg = _tiny_config(steps=6, checkpoint_every=3, batch_size=4, validation_batches=1)
+    train(task, cfg, tmp_path / "straight")
+
+    calls = {"n": 0}
+    original = type(task["clothing_department"]).sample_pairs
+
+    def crash_at_step_five(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2 * cfg.validation_batches + 5:  # validation batches, then 4 steps
+            raise KeyboardInterrupt("simulated interruption")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(task["clothing_department"]), "sample_pairs", crash_at_step_five)
+    with pytest.raises(KeyboardInterrupt):
+        train(task, cfg, tmp_path / "resumed")
+    assert (tmp_path / "resumed" / "checkpoint.pt").exists()
+    monkeypatch.setattr(type(task["clothing_department"]), "sample_pairs", original)
+    result = train(task, cfg, tmp_path / "resumed")
+    assert result.resumed_from == 3
+
+    a = load_encoder(EncoderConfig(model_dir=str(tmp_path / "straight"), precision="fp32")).model
+    b = load_encoder(EncoderConfig(model_dir=str(tmp_path / "resumed"), precision="fp32")).model
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.allclose(x, y, atol=1e-6), name
+
+
+def test_bf16_vectors_agree_with_fp32(small_corpus):
+    texts = small_corpus["text"].head(32).to_list()
+    fp32 = embed_batch(load_encoder(EncoderConfig(precision="fp32")), texts)
+    bf16 = embed_batch(load_encoder(EncoderConfig(precision="bf16")), texts)
+    assert (fp32 * bf16).sum(axis=1).min() >= 0.999
+
+
+def test_pooling_modes_with_right_padding():
+    hidden = torch.arange(12, dtype=torch.float32).reshape(1, 4, 3).repeat(2, 1, 1)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    assert torch.equal(pool(hidden, mask, "cls"), hidden[:, 0])
+    assert torch.equal(pool(hidden, mask, "last"), torch.stack([hidden[0, 3], hidden[1, 1]]))
+    assert torch.allclose(pool(hidden, mask, "mean")[1], hidden[1, :2].mean(dim=0))
+
+
+def test_last_token_pooling_on_a_tiny_causal_lm(tmp_path):
+    from transformers import AutoTokenizer, GPT2Config, GPT2Model
+
+    GPT2Model(GPT2Config(n_layer=1, n_head=2, n_embd=32, vocab_size=30522)).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(default_model_dir()).save_pretrained(tmp_path)
+    encoder = load_encoder(EncoderConfig(model_dir=str(tmp_path), pooling="last", precision="fp32"))
+    vectors = embed_batch(encoder, ["a short post", "a somewhat longer post about hockey"])
+    assert vectors.shape == (2, 32)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_knn_and_label_ranks_known_answers():
+    support = np.array([[1, 0], [0.9, 0.1], [0, 1.0]])
+    support /= np.linalg.norm(support, axis=1, keepdims=True)
+    test = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert knn_predict(test, support, np.array([0, 0, 1]), 2, k=1).tolist() == [0, 1]
+    labels = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert label_ranks(test, labels, np.array([0, 0])).tolist() == [1, 2]
