@@ -18,6 +18,9 @@ import polars as pl
 class PolicyConfig:
     name: str = "ranker"
     features: list[str] = field(default_factory=lambda: ["ids", "context"])
+    # Post encoder directory for this policy's embedding features; None: the run's `embeddings`.
+    # A relative path is taken from the project root (e.g. ".cache/models/multitask").
+    encoder_dir: str | None = None
 
 
 def top_slot_probabilities(scored: pl.DataFrame, temperature: float) -> pl.DataFrame:

@@ -100,13 +100,20 @@ def render_markdown(r: dict) -> str:
         f"Retrieval ({rec['index']} index over {rec['n_posts']:,} posts, member vectors from "
         f"engagement history, {rec['n_members']:,} members with held-out clicks): "
         + ", ".join(f"recall@{k} {v:.3f}" for k, v in rec["recall"].items()),
+    ]
+    by_policy = rec.get("recall_by_policy", {})
+    if len({json.dumps(v) for v in by_policy.values()}) > 1:  # policies use different encoders
+        lines += [""] + [f"- with {name}'s post embeddings: "
+                         + ", ".join(f"recall@{k} {v:.3f}" for k, v in recall.items())
+                         for name, recall in by_policy.items()]
+    lines += [
         "",
-        "| ranker | features | AUC | log loss | normalized entropy |",
-        "|---|---|---|---|---|",
+        "| ranker | features | post encoder | AUC | log loss | normalized entropy |",
+        "|---|---|---|---|---|---|",
     ]
     for name, m in r["ranker"].items():
-        lines.append(f"| {name} | {', '.join(m['features'])} | {m['auc']:.4f} | "
-                     f"{m['log_loss']:.4f} | {m['normalized_entropy']:.4f} |")
+        lines.append(f"| {name} | {', '.join(m['features'])} | {m.get('encoder', 'default')} | "
+                     f"{m['auc']:.4f} | {m['log_loss']:.4f} | {m['normalized_entropy']:.4f} |")
     w = r["world"]
     lines += [
         "",

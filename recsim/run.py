@@ -30,6 +30,9 @@ from recsim.report import fingerprint, package_versions, write_report
 from recsim.world import WORLD_START, build_world
 
 log = logging.getLogger("recsim.run")
+# Absolute, so the console script and `python -m` find the same conf/ (editable install).
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = str(PROJECT_ROOT / "conf")
 
 
 @dataclasses.dataclass
@@ -42,6 +45,18 @@ class SimConfig:
     max_eval_requests: int | None = None
     control: policies.PolicyConfig = dataclasses.field(default_factory=policies.PolicyConfig)
     treatment: policies.PolicyConfig = dataclasses.field(default_factory=policies.PolicyConfig)
+
+
+def _encoder_dir(path: str | None) -> str | None:
+    """A policy's encoder directory, relative paths taken from the project root."""
+    if path is None:
+        return None
+    resolved = Path(path) if Path(path).is_absolute() else PROJECT_ROOT / path
+    if not (resolved / "config.json").exists():
+        raise FileNotFoundError(
+            f"sim policy encoder_dir: {resolved} is not a model directory; train it first "
+            "with `make finetune` (python -m embeddings.compare)")
+    return str(resolved)
 
 
 @contextlib.contextmanager
@@ -68,8 +83,10 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
     unknown = [e for e in sim.estimators if e not in estimators.ESTIMATORS]
     if unknown:
         raise ValueError(f"sim.estimators: unknown {unknown}; choose from {list(estimators.ESTIMATORS)}")
-    for policy in (sim.control, sim.treatment):
+    roles = {"control": sim.control, "treatment": sim.treatment}
+    for policy in roles.values():
         check_groups(policy.features)
+        _encoder_dir(policy.encoder_dir)  # a missing directory fails here, before any work
     world_cfg = instantiate(cfg.world)
     embed_cfg = instantiate(cfg.embeddings)
     retrieval_cfg = instantiate(cfg.retrieval)
@@ -83,34 +100,50 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
         train_imps = imps.filter(pl.col("timestamp") < split_time)
         eval_imps = imps.filter(pl.col("timestamp") >= split_time)
 
-    # 2. Embeddings: every post through the encoder, on Ray actors.
+    # 2. Embeddings: every post through the encoder(s), on Ray actors. Policies may bring
+    #    their own encoder (experiment=embeddings_ab: base vs fine-tuned).
     with _step(timings, "2_embeddings"):
-        post_vectors = embed_texts(world.posts["text"].to_list(), embed_cfg)
+        texts = world.posts["text"].to_list()
+        encoder_dirs = {role: _encoder_dir(p.encoder_dir) for role, p in roles.items()}
+        vectors_by_encoder = {}
+        for encoder_dir in dict.fromkeys([None, *encoder_dirs.values()]):
+            pool_cfg = embed_cfg if encoder_dir is None else dataclasses.replace(
+                embed_cfg, encoder=dataclasses.replace(embed_cfg.encoder, model_dir=encoder_dir))
+            vectors_by_encoder[encoder_dir] = embed_texts(
+                texts, pool_cfg, desc=f"embedding posts ({Path(encoder_dir).name if encoder_dir else 'default'})")
+        post_vectors = vectors_by_encoder[None]
 
     # 3. Retrieval: member vectors from clicks before the split; top-K from a FAISS index;
-    #    recall@K of each member's clicks in the evaluation period.
+    #    recall@K of each member's clicks in the evaluation period (per encoder in use).
     with _step(timings, "3_retrieval"):
         post_ids = world.posts["post_id"].to_numpy()
-        history = MemberHistory(imps, post_ids, post_vectors, retrieval_cfg.history_halflife_days,
-                                sim.metric)
-        index = PostIndex(post_ids, post_vectors, retrieval_cfg)
         held_out = eval_imps.filter(pl.col(sim.metric)).select("member_id", "post_id")
         query_members = held_out["member_id"].unique().sort().to_numpy()
         split_h = (split_time - WORLD_START).total_seconds() / 3600
-        queries, _ = history.vectors_at(query_members, np.full(len(query_members), split_h))
-        retrieved = index.search(query_members, queries, retrieval_cfg.top_k)
-        recall = recall_at_k(retrieved, held_out, tuple(retrieval_cfg.recall_at))
+        histories, recall_by_encoder = {}, {}
+        for encoder_dir, vectors in vectors_by_encoder.items():
+            history = MemberHistory(imps, post_ids, vectors, retrieval_cfg.history_halflife_days,
+                                    sim.metric)
+            queries, _ = history.vectors_at(query_members, np.full(len(query_members), split_h))
+            retrieved = PostIndex(post_ids, vectors, retrieval_cfg).search(
+                query_members, queries, retrieval_cfg.top_k)
+            histories[encoder_dir] = history
+            recall_by_encoder[encoder_dir] = recall_at_k(retrieved, held_out,
+                                                         tuple(retrieval_cfg.recall_at))
+        recall = recall_by_encoder[None]
 
     # 4. Ranker: one TorchRec DLRM per policy's feature set, trained on the training period.
     models, ranker_metrics = {}, {}
     with _step(timings, "4_ranker"):
-        for role, policy in (("control", sim.control), ("treatment", sim.treatment)):
-            space = FeatureSpace.build(policy.features, world.posts, post_vectors, world.members,
-                                       history)
+        for role, policy in roles.items():
+            encoder_dir = encoder_dirs[role]
+            space = FeatureSpace.build(policy.features, world.posts, vectors_by_encoder[encoder_dir],
+                                       world.members, histories[encoder_dir])
             model, metrics = train(space, train_imps, eval_imps, ranker_cfg, world_cfg.seed,
                                    name=policy.name)
             models[role] = (model, space)
             ranker_metrics[policy.name] = {"features": list(policy.features),
+                                           "encoder": encoder_dir or "default",
                                            **dataclasses.asdict(metrics)}
 
     # 5. Policies: each ranker scores the logged candidates of the evaluation requests.
@@ -163,7 +196,9 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
         "truth": {"control": true_c, "treatment": true_t, "lift": true_t / true_c - 1,
                   "logging": true_logging},
         "retrieval": {"index": retrieval_cfg.index, "n_posts": world.posts.height,
-                      "n_members": len(query_members), "recall": recall},
+                      "n_members": len(query_members), "recall": recall,
+                      "recall_by_policy": {p.name: recall_by_encoder[encoder_dirs[role]]
+                                           for role, p in roles.items()}},
         "ranker": ranker_metrics,
         "world": {"posts": world.posts.height, "members": world.members.height,
                   "impressions": imps.height, "ctr": float(imps["click"].mean())},
@@ -184,10 +219,6 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
                  100 * lift.lift, 100 * lift.ci_low, 100 * lift.ci_high,
                  100 * report["truth"]["lift"])
     return report
-
-
-# An absolute path, so the console script and `python -m` find the same conf/ (editable install).
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

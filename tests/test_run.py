@@ -89,3 +89,28 @@ def test_every_config_composes_and_instantiates(experiment):
                 for stage in STAGE_GROUPS:
                     obj = instantiate(cfg[stage])
                     assert type(obj).__name__.endswith("Config"), (stage, obj)
+
+
+def test_policies_with_their_own_encoders(tmp_path):
+    """The embeddings_ab path: each policy embeds posts with its own encoder directory."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from embeddings.encoder import default_model_dir
+
+    model_dir = tmp_path / "tiny_encoder"
+    AutoModel.from_pretrained(default_model_dir(), num_hidden_layers=1).save_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(default_model_dir()).save_pretrained(model_dir)
+    _run(tmp_path / "run", "experiment=debug", f"sim.treatment.encoder_dir={model_dir}")
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    by_policy = report["retrieval"]["recall_by_policy"]
+    assert set(by_policy) == {"ranker_without_embeddings", "ranker_with_embeddings"}
+    encoders = {m["encoder"] for m in report["ranker"].values()}
+    assert encoders == {"default", str(model_dir)}
+
+
+def test_missing_encoder_dir_fails_before_any_work(tmp_path):
+    proc = _run(tmp_path, "experiment=embeddings_ab",
+                "sim.treatment.encoder_dir=/nonexistent/model", check=False)
+    assert proc.returncode != 0
+    assert "/nonexistent/model is not a model directory" in proc.stderr
+    assert "make finetune" in proc.stderr
