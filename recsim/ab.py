@@ -68,13 +68,21 @@ def lift_from_replicates(name: str, c: Estimate, t: Estimate, c_reps: np.ndarray
 
 
 def offline_lifts(names: list[str], control: pl.DataFrame, treatment: pl.DataFrame,
-                  boot: Bootstrap, alpha: float | None = None) -> dict[str, Lift]:
+                  boot: Bootstrap, alpha: float | None = None, ray_shards: int = 0
+                  ) -> dict[str, Lift]:
     """Lift per estimator; `control` and `treatment` are the same logged decisions, each with
-    its policy's target_prob (and target_reward_hat / target_marginal where used)."""
+    its policy's target_prob (and target_reward_hat / target_marginal where used).
+    ray_shards > 0 sums the rows in that many Ray tasks (same numbers; recsim/distributed.py)."""
     _check_same_requests(control, treatment)
     alpha = boot.alpha if alpha is None else alpha
-    c = evaluate(names, control, boot, alpha, "control decisions")
-    t = evaluate(names, treatment, boot, alpha, "treatment decisions")
+    run = evaluate
+    if ray_shards:
+        from functools import partial
+
+        from recsim.distributed import evaluate_on_ray
+        run = partial(evaluate_on_ray, n_shards=ray_shards)
+    c = run(names, control, boot, alpha, source="control decisions")
+    t = run(names, treatment, boot, alpha, source="treatment decisions")
     return {n: lift_from_replicates(n, *c[n][:1], *t[n][:1], c[n][1], t[n][1], alpha)
             for n in names}
 

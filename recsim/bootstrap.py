@@ -75,23 +75,25 @@ class ClusterSums:
     n_rows: int
     max_weight: float = float("nan")
 
-    def select(self, prefix: str, max_weight: float = float("nan")) -> "ClusterSums":
-        """The terms named `prefix` + name, without the prefix (one estimator of several)."""
-        idx = [i for i, t in enumerate(self.terms) if t.startswith(prefix)]
-        return ClusterSums(self.ids, self.sums[:, idx],
-                           tuple(self.terms[i].removeprefix(prefix) for i in idx), self.n_rows,
-                           max_weight)
-
 
 def cluster_sums(terms: pl.DataFrame, clusters: pl.Series | np.ndarray,
                  max_weight: float = float("nan")) -> ClusterSums:
-    """Sum every column of `terms` per cluster (rows in the same order as `clusters`)."""
-    clusters = pl.Series("cluster", clusters) if not isinstance(clusters, pl.Series) else clusters
-    codes = clusters.rank("dense").cast(pl.Int64).to_numpy() - 1
-    ids = np.sort(clusters.unique().to_numpy())
-    sums = np.stack([np.bincount(codes, terms[c].cast(pl.Float64).to_numpy(), minlength=len(ids))
+    """Sum every column of `terms` per cluster (rows in the same order as `clusters`).
+
+    np.bincount adds each cluster's rows in row order: deterministic, so a shard that keeps
+    its members' rows in order reproduces these sums bit for bit.
+    """
+    ids = np.asarray(clusters.to_numpy() if isinstance(clusters, pl.Series) else clusters)
+    ids = ids.astype(np.int64, copy=False)
+    if ids.size and ids.min() >= 0 and ids.max() < 4 * ids.size + 1024:  # ids index directly
+        present = np.flatnonzero(np.bincount(ids))
+        sums = np.stack([np.bincount(ids, terms[c].cast(pl.Float64).to_numpy())[present]
+                         for c in terms.columns], axis=1)
+        return ClusterSums(present, sums, tuple(terms.columns), terms.height, max_weight)
+    uniq, codes = np.unique(ids, return_inverse=True)
+    sums = np.stack([np.bincount(codes, terms[c].cast(pl.Float64).to_numpy(), minlength=len(uniq))
                      for c in terms.columns], axis=1)
-    return ClusterSums(ids, sums, tuple(terms.columns), terms.height, max_weight)
+    return ClusterSums(uniq, sums, tuple(terms.columns), terms.height, max_weight)
 
 
 def concat_sums(parts: list[ClusterSums]) -> ClusterSums:

@@ -42,8 +42,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 import polars as pl
 
@@ -60,53 +58,45 @@ _w = pl.col("target_prob") / pl.col("propensity")
 _first_slot = (pl.col("position") == pl.col("position").min().over("request_id")).cast(pl.Float64)
 
 
-def _terms(**columns: pl.Expr) -> Callable[[pl.DataFrame], pl.DataFrame]:
-    return lambda frame: frame.select(**columns)
-
-
 def _sndr(t: dict[str, np.ndarray]) -> np.ndarray:
     return t["dm"] / t["one"] + t["corr"] / t["w"]
 
 
 @dataclass(frozen=True)
 class Estimator:
-    """terms: rows -> contribution columns (and `weight`, `decision` for diagnostics);
-    combine: term totals -> value; needs: the input columns it reads."""
+    """terms: contribution columns as expressions over the input rows; combine: term totals ->
+    value; weight / decision: the importance weight and the decision count, for diagnostics;
+    needs: the input columns it reads."""
 
     name: str
-    terms: Callable[[pl.DataFrame], pl.DataFrame]
+    terms: dict[str, pl.Expr]
     needs: tuple[str, ...]
     combine: Combine = ratio
+    weight: pl.Expr = _w
+    decision: pl.Expr = pl.lit(1.0)
 
 
 BASE = ("member_id", "propensity", "target_prob", "reward")
 MODEL = BASE + ("reward_hat", "target_reward_hat")
 SLATE = ("request_id", "position")
 one = pl.lit(1.0)
+_r, _q, _q_pi = pl.col("reward"), pl.col("reward_hat"), pl.col("target_reward_hat")
+_w_marginal = pl.col("target_marginal") / pl.col("logging_marginal")
+_w_prefix = _w.cum_prod().over("request_id", order_by="position")
 
 ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (
-    Estimator("replay", _terms(num=pl.col("target_prob") * pl.col("reward"),
-                               den=pl.col("target_prob"), weight=_w, decision=one), BASE),
-    Estimator("ips", _terms(num=_w * pl.col("reward"), den=one, weight=_w, decision=one), BASE),
-    Estimator("clipped_ips", _terms(num=_w.clip(upper_bound=CLIP_WEIGHT) * pl.col("reward"),
-                                    den=one, weight=_w, decision=one), BASE),
-    Estimator("snips", _terms(num=_w * pl.col("reward"), den=_w, weight=_w, decision=one), BASE),
-    Estimator("dm", _terms(num=pl.col("target_reward_hat"), den=one, weight=_w, decision=one),
-              MODEL),
-    Estimator("dr", _terms(num=pl.col("target_reward_hat")
-                           + _w * (pl.col("reward") - pl.col("reward_hat")),
-                           den=one, weight=_w, decision=one), MODEL),
-    Estimator("sndr", _terms(dm=pl.col("target_reward_hat"), one=one,
-                             corr=_w * (pl.col("reward") - pl.col("reward_hat")), w=_w,
-                             weight=_w, decision=one), MODEL, _sndr),
-    Estimator("iips", _terms(
-        num=pl.col("target_marginal") / pl.col("logging_marginal") * pl.col("reward"),
-        den=_first_slot, weight=pl.col("target_marginal") / pl.col("logging_marginal"),
-        decision=_first_slot), BASE + SLATE + ("logging_marginal", "target_marginal")),
-    Estimator("rips", lambda frame: frame.with_columns(
-        w_prefix=_w.cum_prod().over("request_id", order_by="position")).select(
-        num=pl.col("w_prefix") * pl.col("reward"), den=_first_slot, weight=pl.col("w_prefix"),
-        decision=_first_slot), BASE + SLATE),
+    Estimator("replay", {"num": pl.col("target_prob") * _r, "den": pl.col("target_prob")}, BASE),
+    Estimator("ips", {"num": _w * _r, "den": one}, BASE),
+    Estimator("clipped_ips", {"num": _w.clip(upper_bound=CLIP_WEIGHT) * _r, "den": one}, BASE),
+    Estimator("snips", {"num": _w * _r, "den": _w}, BASE),
+    Estimator("dm", {"num": _q_pi, "den": one}, MODEL),
+    Estimator("dr", {"num": _q_pi + _w * (_r - _q), "den": one}, MODEL),
+    Estimator("sndr", {"dm": _q_pi, "one": one, "corr": _w * (_r - _q), "w": _w}, MODEL, _sndr),
+    Estimator("iips", {"num": _w_marginal * _r, "den": _first_slot},
+              BASE + SLATE + ("logging_marginal", "target_marginal"),
+              weight=_w_marginal, decision=_first_slot),
+    Estimator("rips", {"num": _w_prefix * _r, "den": _first_slot}, BASE + SLATE,
+              weight=_w_prefix, decision=_first_slot),
 )}
 
 SLATE_ESTIMATORS = ("iips", "rips")
@@ -142,47 +132,52 @@ def contributions(name: str, frame: pl.DataFrame) -> pl.DataFrame:
     """Per-row terms of estimator `name`, plus the diagnostic terms the shared routine sums."""
     if name not in ESTIMATORS:
         raise ValueError(f"unknown estimator '{name}'; choose from {list(ESTIMATORS)}")
-    est = ESTIMATORS[name]
-    terms = est.terms(frame)
-    unsupported = (frame["unsupported_mass"].fill_null(0.0) if "unsupported_mass" in frame.columns
-                   else pl.repeat(0.0, frame.height, eager=True))
-    return terms.with_columns(
-        _w=pl.col("weight"),
-        _w2=pl.col("weight") ** 2,
-        _unsupported=unsupported * pl.col("decision"),
-        _decisions=pl.col("decision"),
-    ).drop("decision")
+    return frame.select(**_all_terms(ESTIMATORS[name], frame))
 
 
-def summarize(names: list[str], frame: pl.DataFrame,
-              source: str = "decisions") -> tuple[ClusterSums, dict[str, float]]:
+def _all_terms(est: Estimator, frame: pl.DataFrame) -> dict[str, pl.Expr]:
+    unsupported = (pl.col("unsupported_mass").fill_null(0.0) if "unsupported_mass" in frame.columns
+                   else pl.lit(0.0))
+    return {**est.terms, "_w": est.weight, "_w2": est.weight ** 2,
+            "_unsupported": unsupported * est.decision, "_decisions": est.decision}
+
+
+def summarize(names: list[str], frame: pl.DataFrame, source: str = "decisions"
+              ) -> tuple[ClusterSums, dict[str, dict[str, str]], dict[str, float]]:
     """Check `frame`, compute the terms of every estimator in `names` and sum them per member.
 
-    Returns the per-member sums (terms named "<estimator>/<term>") and each estimator's
-    largest weight. This is the only step that reads rows; shards of a log run it separately.
+    This is the only step that reads rows (shards of a log run it separately). Terms that
+    several estimators share (w * r, the weights, ...) are computed and summed once. Returns the
+    per-member sums, each estimator's {term: column of the sums}, and its largest weight.
     """
     unknown = [n for n in names if n not in ESTIMATORS]
     if unknown:
         raise ValueError(f"unknown estimator(s) {unknown}; choose from {list(ESTIMATORS)}")
     needs = tuple(dict.fromkeys(c for n in names for c in ESTIMATORS[n].needs))
     check_decisions(frame, source, needs)
-    parts, max_weight = [], {}
+    distinct: dict[str, tuple[str, pl.Expr]] = {}  # expression text -> (column, expression)
+    columns: dict[str, dict[str, str]] = {}
     for name in names:
-        terms = contributions(name, frame)
-        max_weight[name] = float(terms["weight"].max())
-        parts.append(terms.drop("weight").rename(lambda c, n=name: f"{n}/{c}"))
-    return cluster_sums(pl.concat(parts, how="horizontal"), frame["member_id"]), max_weight
+        columns[name] = {}
+        for term, expr in _all_terms(ESTIMATORS[name], frame).items():
+            col, _ = distinct.setdefault(str(expr), (f"t{len(distinct)}", expr))
+            columns[name][term] = col
+    terms = frame.select(**{col: expr for col, expr in distinct.values()})
+    max_weight = {n: float(terms[columns[n]["_w"]].max()) for n in names}
+    return cluster_sums(terms, frame["member_id"]), columns, max_weight
 
 
-def finish_all(names: list[str], cs: ClusterSums, max_weight: dict[str, float],
+def finish_all(cs: ClusterSums, columns: dict[str, dict[str, str]], max_weight: dict[str, float],
                boot: "Bootstrap", alpha: float | None = None) -> dict[str, tuple[Estimate, np.ndarray]]:
     """One bootstrap draw for all estimators; each gets its Estimate and [B] replicate values."""
     point, reps = replicate(cs, boot.n_boot, boot.seed)
+    index = {t: i for i, t in enumerate(cs.terms)}
     out = {}
-    for name in names:
-        idx = [i for i, t in enumerate(cs.terms) if t.startswith(f"{name}/")]
-        out[name] = finish(name, cs.select(f"{name}/", max_weight[name]), ESTIMATORS[name].combine,
-                           boot.n_boot, boot.seed, boot.alpha if alpha is None else alpha,
+    for name, cols in columns.items():
+        idx = [index[c] for c in cols.values()]
+        mine = ClusterSums(cs.ids, cs.sums[:, idx], tuple(cols), cs.n_rows, max_weight[name])
+        out[name] = finish(name, mine, ESTIMATORS[name].combine, boot.n_boot, boot.seed,
+                           boot.alpha if alpha is None else alpha,
                            replicated=(point[idx], reps[:, idx]))
     return out
 
@@ -204,8 +199,8 @@ class Bootstrap:
 def evaluate(names: list[str], frame: pl.DataFrame, boot: Bootstrap, alpha: float | None = None,
              source: str = "decisions") -> dict[str, tuple[Estimate, np.ndarray]]:
     """Run several estimators on `frame` with one bootstrap draw: name -> (Estimate, replicates)."""
-    cs, max_weight = summarize(list(names), frame, source)
-    return finish_all(list(names), cs, max_weight, boot, alpha)
+    cs, columns, max_weight = summarize(list(names), frame, source)
+    return finish_all(cs, columns, max_weight, boot, alpha)
 
 
 def estimate(name: str, frame: pl.DataFrame, boot: Bootstrap, alpha: float | None = None,
