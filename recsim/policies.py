@@ -42,11 +42,15 @@ def top_slot_probabilities(scored: pl.DataFrame, temperature: float) -> pl.DataF
         "request_id", "post_id", "prob")
 
 
-def logged_top_slot(impressions: pl.DataFrame, reward: str = "click") -> pl.DataFrame:
-    """The logged first-slot decisions: (request_id, member_id, timestamp, post_id, propensity, reward)."""
+def logged_top_slot(impressions: pl.DataFrame, reward: str | pl.Expr = "click") -> pl.DataFrame:
+    """The logged first-slot decisions: (request_id, member_id, timestamp, post_id, propensity, reward).
+
+    `reward`: a column name or an expression (recsim.rewards.observed(metric)).
+    """
+    reward = pl.col(reward) if isinstance(reward, str) else reward
     return impressions.filter(pl.col("position") == 1).select(
         "request_id", "member_id", "timestamp", "post_id", "propensity",
-        reward=pl.col(reward).cast(pl.Float64))
+        reward=reward.cast(pl.Float64))
 
 
 def with_target(decisions: pl.DataFrame, action_probs: pl.DataFrame) -> pl.DataFrame:
@@ -55,6 +59,20 @@ def with_target(decisions: pl.DataFrame, action_probs: pl.DataFrame) -> pl.DataF
                           on=["request_id", "post_id"], how="left",
                           maintain_order="left").with_columns(
         pl.col("target_prob").fill_null(0.0))
+
+
+def with_reward_model(decisions: pl.DataFrame, action_probs: pl.DataFrame,
+                      predictions: pl.DataFrame) -> pl.DataFrame:
+    """Attach a reward model's prediction for the logged action (reward_hat) and its expectation
+    under the evaluation policy (target_reward_hat = sum over posts of prob * q), for DM / DR.
+
+    predictions: (request_id, post_id, q) over every candidate of each request.
+    """
+    expected = action_probs.join(predictions, on=["request_id", "post_id"], how="left").group_by(
+        "request_id").agg(target_reward_hat=(pl.col("prob") * pl.col("q")).sum())
+    return decisions.join(predictions.rename({"q": "reward_hat"}), on=["request_id", "post_id"],
+                          how="left", maintain_order="left").join(
+        expected, on="request_id", how="left", maintain_order="left")
 
 
 def check_support(action_probs: pl.DataFrame, candidates: pl.DataFrame,

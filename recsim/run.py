@@ -25,8 +25,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from recsim import ab, estimators, policies
-from recsim.report import fingerprint, package_versions, write_report
+from recsim import ab, estimators, policies, rewards
+from recsim.report import fingerprint, package_versions, weight_histogram, write_report
 from recsim.world import WORLD_START, build_world
 
 log = logging.getLogger("recsim.run")
@@ -37,8 +37,12 @@ CONF_DIR = str(PROJECT_ROOT / "conf")
 
 @dataclasses.dataclass
 class SimConfig:
-    metric: str = "click"
+    metric: str = "click"  # recsim/rewards.py: click, like, ..., engagement, weighted, dwell
+    reward_weights: dict[str, float] | None = None  # for metric=weighted
     estimators: list[str] = dataclasses.field(default_factory=lambda: ["ips", "snips"])
+    reward_model: str = "treatment"  # whose ranker predicts clicks for DM / DR / SNDR
+    segment_estimator: str = "snips"  # per-segment lifts use this estimator
+    ray_shards: int = 0  # > 0: sum the log's rows in that many Ray tasks (same numbers)
     n_bootstrap: int = 500
     alpha: float = 0.05
     policy_temperature: float = 0.0
@@ -80,9 +84,15 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
 
     timings: dict[str, float] = {}
     sim: SimConfig = instantiate(cfg.sim)
-    unknown = [e for e in sim.estimators if e not in estimators.ESTIMATORS]
+    top_slot = [e for e in estimators.ESTIMATORS if e not in estimators.SLATE_ESTIMATORS]
+    unknown = [e for e in sim.estimators if e not in top_slot]
     if unknown:
-        raise ValueError(f"sim.estimators: unknown {unknown}; choose from {list(estimators.ESTIMATORS)}")
+        raise ValueError(f"sim.estimators: unknown {unknown}; choose from {top_slot}")
+    model_based = [e for e in sim.estimators if "reward_hat" in estimators.ESTIMATORS[e].needs]
+    if model_based and sim.metric != "click":
+        raise ValueError(f"sim.estimators: {model_based} need a reward model; the rankers predict "
+                         f"clicks, so they need sim.metric=click (got {sim.metric})")
+    rewards.observed(sim.metric, sim.reward_weights)  # fails early on an unknown metric
     roles = {"control": sim.control, "treatment": sim.treatment}
     for policy in roles.values():
         check_groups(policy.features)
@@ -117,7 +127,8 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
     #    recall@K of each member's clicks in the evaluation period (per encoder in use).
     with _step(timings, "3_retrieval"):
         post_ids = world.posts["post_id"].to_numpy()
-        held_out = eval_imps.filter(pl.col(sim.metric)).select("member_id", "post_id")
+        event = sim.metric if sim.metric in rewards.ACTIONS else "click"
+        held_out = eval_imps.filter(pl.col(event)).select("member_id", "post_id")
         query_members = held_out["member_id"].unique().sort().to_numpy()
         split_h = (split_time - WORLD_START).total_seconds() / 3600
         histories, recall_by_encoder = {}, {}
@@ -148,46 +159,59 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
 
     # 5. Policies: each ranker scores the logged candidates of the evaluation requests.
     with _step(timings, "5_policies"):
-        decisions = policies.logged_top_slot(eval_imps, sim.metric)
+        decisions = policies.logged_top_slot(eval_imps, rewards.observed(sim.metric,
+                                                                         sim.reward_weights))
         if sim.max_eval_requests and decisions.height > sim.max_eval_requests:
             decisions = decisions.sample(sim.max_eval_requests, seed=world_cfg.seed).sort("request_id")
         requests = decisions.select("request_id", "member_id", "timestamp")
         rows = world.candidates.join(requests, on="request_id").with_columns(
             position=pl.lit(1, dtype=pl.Int32))
-        action_probs = {}
+        action_probs, click_prob = {}, {}
         for role, (model, space) in models.items():
             scored = rows.with_columns(score=score(model, space, rows))
+            click_prob[role] = scored.select("request_id", "post_id",
+                                             q=1.0 / (1.0 + (-pl.col("score")).exp()))
             action_probs[role] = policies.top_slot_probabilities(scored, sim.policy_temperature)
+            policies.check_support(action_probs[role], world.candidates, f"{role} policy")
 
-    # 6. Offline estimates: IPS / SNIPS per policy, paired lift with a member bootstrap.
+    # 6. Offline estimates: every estimator per policy, paired lifts with a member bootstrap,
+    #    per-segment lifts, and the importance weights' distribution for the report.
     with _step(timings, "6_offline_estimates"):
-        boot = estimators.Bootstrap.over_members(decisions["member_id"], sim.n_bootstrap,
-                                                 world_cfg.seed)
-        framed = {role: estimators.check_decisions(policies.with_target(decisions, probs),
-                                                   f"{role} decisions")
-                  for role, probs in action_probs.items()}
-        lifts = [ab.offline_lift(name, framed["control"], framed["treatment"], boot, sim.alpha)
-                 for name in sim.estimators]
+        boot = estimators.Bootstrap(sim.n_bootstrap, world_cfg.seed, sim.alpha)
+        framed = {role: estimators.check_decisions(
+            policies.with_reward_model(policies.with_target(decisions, probs),
+                                       probs, click_prob[sim.reward_model]), f"{role} decisions")
+            for role, probs in action_probs.items()}
+        lifts = list(ab.offline_lifts(sim.estimators, framed["control"], framed["treatment"],
+                                      boot, ray_shards=sim.ray_shards).values())
+        segments = ab.segment_lifts(sim.segment_estimator, framed["control"],
+                                    framed["treatment"], ab.member_segments(world.members), boot)
         # The logging policy evaluated on its own log (target = propensity): the on-policy mean.
         on_policy = framed["control"].with_columns(target_prob=pl.col("propensity"))
         logging_value, _ = estimators.estimate("ips", on_policy, boot, sim.alpha)
+        weights = {role: (f["target_prob"] / f["propensity"]).to_numpy()
+                   for role, f in framed.items()}
 
     # 7. Ground truth: both policies served online to the world's user model.
     with _step(timings, "7_ground_truth"):
-        metric_col = {"click": "p_click", "like": "p_like", "comment": "p_comment",
-                      "share": "p_share"}[sim.metric]
-        true_c = ab.true_value(world.truth, action_probs["control"], requests, metric_col)
-        true_t = ab.true_value(world.truth, action_probs["treatment"], requests, metric_col)
-        logged = decisions.select("request_id", "post_id", prob=pl.lit(1.0))
-        true_logging = ab.true_value(world.truth, logged, requests, metric_col)
+        truth_of = lambda probs: ab.true_value(world.truth, probs, requests,  # noqa: E731
+                                               sim.metric, sim.reward_weights)
+        true_c, true_t = truth_of(action_probs["control"]), truth_of(action_probs["treatment"])
+        true_logging = truth_of(decisions.select("request_id", "post_id", prob=pl.lit(1.0)))
 
     report = {
         "seed": world_cfg.seed,
         "sim": {"metric": sim.metric, "alpha": sim.alpha, "n_bootstrap": sim.n_bootstrap,
                 "n_requests": decisions.height, "n_members": decisions["member_id"].n_unique(),
                 "control": sim.control.name, "treatment": sim.treatment.name,
-                "policy_temperature": sim.policy_temperature},
+                "policy_temperature": sim.policy_temperature, "reward_model": sim.reward_model,
+                "segment_estimator": sim.segment_estimator, "ray_shards": sim.ray_shards,
+                "reward_weights": sim.reward_weights},
         "lifts": [dataclasses.asdict(lift) for lift in lifts],
+        "segments": [{"segment": sg.segment, "value": sg.value, "p_adjusted": sg.p_adjusted,
+                      **dataclasses.asdict(sg.lift)} for sg in segments],
+        "weights": {(sim.control.name if role == "control" else sim.treatment.name):
+                    weight_histogram(w) for role, w in weights.items()},
         "estimates": [
             {"policy": sim.control.name if role == "control" else sim.treatment.name,
              **dataclasses.asdict(getattr(lift, role))}
@@ -213,7 +237,7 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
         "config_yaml": OmegaConf.to_yaml(cfg, resolve=True),
     }
     paths = write_report(report, output_dir)
-    log.info("report: %s", paths["md"])
+    log.info("report: %s", paths["html"])
     for lift in lifts:
         log.info("%s lift %+.2f%% [%+.2f%%, %+.2f%%]; true lift %+.2f%%", lift.estimator,
                  100 * lift.lift, 100 * lift.ci_low, 100 * lift.ci_high,

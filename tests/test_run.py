@@ -31,7 +31,10 @@ def test_debug_run_end_to_end_writes_a_complete_report(tmp_path):
     markdown = (tmp_path / "report.md").read_text()
 
     names = {lift["estimator"] for lift in report["lifts"]}
-    assert names == {"ips", "snips"}
+    assert names == {"replay", "ips", "clipped_ips", "snips", "dm", "dr", "sndr"}
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3 and "ground truth" in html
+    assert "<script" not in html and "<link" not in html and 'src="http' not in html
     for lift in report["lifts"]:
         assert lift["ci_low"] <= lift["ci_high"]
         assert 0.0 <= lift["p_value"] <= 1.0
@@ -114,3 +117,16 @@ def test_missing_encoder_dir_fails_before_any_work(tmp_path):
     assert proc.returncode != 0
     assert "/nonexistent/model is not a model directory" in proc.stderr
     assert "make finetune" in proc.stderr
+
+
+@pytest.mark.slow
+def test_html_report_renders_in_headless_chromium(tmp_path):
+    """Screenshot the debug report in headless Chromium (skipped when none is installed)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from render_report import find_chromium, screenshot
+
+    if find_chromium() is None:
+        pytest.skip("no chromium installed (Debian: apt-get install chromium)")
+    _run(tmp_path, "experiment=debug")
+    png = screenshot(tmp_path / "report.html", tmp_path / "report.png")
+    assert png.stat().st_size > 50_000  # a page with tables and plots, not a blank one

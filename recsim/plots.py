@@ -1,0 +1,110 @@
+"""The report's plots, drawn from the report dict with matplotlib (Agg) as base64 PNGs.
+
+    lifts     each estimator's lift with its interval, the true lift as a line
+    weights   distribution of importance weights per policy (log10), share of zero weights
+    segments  lift per segment with its (Bonferroni-level) interval
+    evidence  retrieval recall@K curve; ranker AUC and normalized entropy
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _forest(ax, labels, values, lows, highs, truth=None):
+    """Points with horizontal interval bars, in percent; optional vertical truth line.
+    Rows without a finite value (a control of 0) are labelled n/a."""
+    finite = [all(math.isfinite(x) for x in t) for t in zip(values, lows, highs)]
+    labels = [lab if ok else f"{lab} (n/a)" for lab, ok in zip(labels, finite)]
+    values, lows, highs = ([x if ok else 0.0 for x, ok in zip(xs, finite)]
+                           for xs in (values, lows, highs))
+    y = list(range(len(labels)))[::-1]
+    pct = lambda xs: [100 * x for x in xs]  # noqa: E731
+    v, lo, hi = pct(values), pct(lows), pct(highs)
+    ax.errorbar(v, y, xerr=[[a - b for a, b in zip(v, lo)], [b - a for a, b in zip(v, hi)]],
+                fmt="o", color="#1f5fa8", ecolor="#7aa6d6", capsize=3)
+    ax.axvline(0, color="#999", lw=0.8)
+    if truth is not None:
+        ax.axvline(100 * truth, color="#c0392b", ls="--", label=f"true lift {100 * truth:+.1f}%")
+        ax.legend(loc="best", fontsize=8)
+    ax.set_yticks(y, labels)
+    ax.set_xlabel("relative lift (%)")
+
+
+def lifts_figure(r: dict) -> str:
+    lifts = r["lifts"]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(lifts) + 1.4))
+    _forest(ax, [lift["estimator"] for lift in lifts], [lift["lift"] for lift in lifts],
+            [lift["ci_low"] for lift in lifts], [lift["ci_high"] for lift in lifts],
+            r["truth"]["lift"])
+    ax.set_title("Lift of treatment over control, 95% interval per estimator")
+    return _png(fig)
+
+
+def weights_figure(r: dict) -> str:
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for policy, h in r["weights"].items():
+        edges, counts = h["log10_edges"], h["log10_counts"]
+        if counts:
+            ax.stairs(counts, edges, label=f"{policy} ({100 * h['zero_share']:.0f}% zero)")
+    ax.set_xlabel("log10 importance weight (target / logging), non-zero weights")
+    ax.set_ylabel("decisions")
+    ax.set_title("Importance weights")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def segments_figure(r: dict) -> str:
+    seg = r["segments"]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(seg) + 1.4))
+    _forest(ax, [f"{s['segment']}={s['value']}" for s in seg], [s["lift"] for s in seg],
+            [s["ci_low"] for s in seg], [s["ci_high"] for s in seg], r["truth"]["lift"])
+    ax.set_title("Lift per segment (intervals at alpha / m)")
+    return _png(fig)
+
+
+def evidence_figure(r: dict) -> str:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3))
+    recall = r["retrieval"]["recall"]
+    ks = [int(k) for k in recall]
+    left.plot(ks, list(recall.values()), marker="o")
+    left.set_xscale("log")
+    left.set_xlabel("K")
+    left.set_ylabel("recall@K")
+    left.set_title("Retrieval recall")
+    names = list(r["ranker"])
+    x = range(len(names))
+    right.bar([i - 0.2 for i in x], [r["ranker"][n]["auc"] for n in names], 0.4, label="AUC")
+    right.bar([i + 0.2 for i in x], [r["ranker"][n]["normalized_entropy"] for n in names], 0.4,
+              label="normalized entropy")
+    right.set_xticks(list(x), [n.replace("_", "\n") for n in names], fontsize=7)
+    top = max([1.0] + [r["ranker"][n]["normalized_entropy"] for n in names])
+    right.set_ylim(0, 1.05 * top)
+    right.set_title("Rankers")
+    right.legend(fontsize=7)
+    return _png(fig)
+
+
+def report_figures(r: dict) -> dict[str, list[tuple[str, str]]]:
+    """Section figure name -> [(base64 PNG, caption)]."""
+    out = {"lifts": [(lifts_figure(r), "Estimated lift per estimator; dashed: the true lift")],
+           "evidence": [(evidence_figure(r), "Retrieval recall@K and ranker metrics")]}
+    if r.get("weights"):
+        out["weights"] = [(weights_figure(r), "Distribution of importance weights per policy")]
+    if r.get("segments"):
+        out["segments"] = [(segments_figure(r), "Lift per member segment")]
+    return out
