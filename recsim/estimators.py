@@ -27,7 +27,8 @@ Estimators (value per decision; w = target_prob / propensity):
     ips          mean(w r)
     clipped_ips  mean(min(w, 10) r): less variance, biased down where weights exceed 10
     snips        sum(w r) / sum(w): bounded by the reward range
-    dm           mean(target_reward_hat): as good as the reward model
+    dm           mean(target_reward_hat): as good as the reward model; its interval holds
+                 the model fixed, so it is too narrow (the model's own error is not in it)
     dr           mean(target_reward_hat + w (r - reward_hat))
     sndr         mean(target_reward_hat) + sum(w (r - reward_hat)) / sum(w)
     iips         slate, per request: sum_k (target_marginal_k / logging_marginal_k) r_k;
