@@ -129,14 +129,20 @@ def _sections(r: dict) -> list[dict]:
             "notes": [], "figure": "segments",
         })
     rec = r["retrieval"]
+    recall_text = lambda recall: ", ".join(f"recall@{k} {v:.3f}" for k, v in recall.items())
+    by_policy = rec.get("recall_by_policy", {})
+    per_encoder = ([f"With {name}'s post embeddings: {recall_text(recall)}."
+                    for name, recall in by_policy.items()]
+                   if len({json.dumps(v) for v in by_policy.values()}) > 1 else [])
     sections.append({
         "title": "Evidence",
         "text": [f"Retrieval ({rec['index']} index over {rec['n_posts']:,} posts, member vectors "
                  f"from engagement history, {rec['n_members']:,} members with held-out clicks): "
-                 + ", ".join(f"recall@{k} {v:.3f}" for k, v in rec["recall"].items())],
-        "headers": ["ranker", "features", "AUC", "log loss", "normalized entropy"],
-        "rows": [[name, ", ".join(m["features"]), f"{m['auc']:.4f}", f"{m['log_loss']:.4f}",
-                  f"{m['normalized_entropy']:.4f}"] for name, m in r["ranker"].items()],
+                 + recall_text(rec["recall"]), *per_encoder],
+        "headers": ["ranker", "features", "post encoder", "AUC", "log loss", "normalized entropy"],
+        "rows": [[name, ", ".join(m["features"]), m.get("encoder", "default"), f"{m['auc']:.4f}",
+                  f"{m['log_loss']:.4f}", f"{m['normalized_entropy']:.4f}"]
+                 for name, m in r["ranker"].items()],
         "notes": [f"World: {r['world']['posts']:,} posts, {r['world']['members']:,} members, "
                   f"{r['world']['impressions']:,} logged impressions (CTR {r['world']['ctr']:.3f})."
                   f" Embeddings: {r['embeddings']['model']} ({r['embeddings']['dtype']}, "

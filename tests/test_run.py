@@ -111,6 +111,8 @@ def test_policies_with_their_own_encoders(tmp_path):
     assert set(by_policy) == {"ranker_without_embeddings", "ranker_with_embeddings"}
     encoders = {m["encoder"] for m in report["ranker"].values()}
     assert encoders == {"default", str(model_dir)}
+    markdown = (tmp_path / "run" / "report.md").read_text()
+    assert "| post encoder |" in markdown and str(model_dir) in markdown
 
 
 def test_missing_encoder_dir_fails_before_any_work(tmp_path):
