@@ -162,3 +162,5 @@ def test_comparison_targets_are_computed_from_the_table():
     assert targets["positive_transfer_target_met"] is False
     assert targets["knn_accuracy_kept_at_64d"] == pytest.approx(0.96)
     assert wide["task"].to_list() == ["a", "b", "z"]
+    without_single = pl.DataFrame([r for r in rows if r["model"] != "single-task"])
+    assert summarize(without_single, ["a", "b"], ["z"], 384)[1]["positive_transfer_target_met"] is None
