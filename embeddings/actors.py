@@ -1,4 +1,4 @@
-"""Ray actors that embed posts in batch.
+"""Ray actors that embed posts in batch (in memory, or parquet to parquet with resume).
 
 Each `EmbeddingActor` loads the encoder once in its constructor; its `embed` calls the plain
 `embed_batch`. `embed_texts` sorts texts by length (so a batch holds texts of similar length and
@@ -9,9 +9,12 @@ in input order. Actors take a GPU each when CUDA is available, CPU threads other
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import polars as pl
 import ray
 import torch
 from ray.util import ActorPool
@@ -75,3 +78,44 @@ def embed_texts(texts: list[str], cfg: ActorPoolConfig, desc: str = "embedding p
     for actor in actors:
         ray.kill(actor)
     return out
+
+
+def embed_posts_to_parquet(posts_path: str | Path, out_path: str | Path, cfg: ActorPoolConfig,
+                           model_version: str) -> pl.DataFrame:
+    """Batch mode: posts parquet (post_id, text) -> embeddings parquet (post_id, model_version,
+    vector). Resumable: posts already in `out_path` under the same model version are skipped.
+    The output is written to a temporary file and renamed, so it is never half-written.
+
+    Returns the rows embedded by this call.
+    """
+    posts_path, out_path = Path(posts_path), Path(out_path)
+    if not posts_path.exists():
+        raise FileNotFoundError(f"{posts_path}: no such posts file")
+    posts = pl.read_parquet(posts_path)
+    for col, dtype in (("post_id", pl.Int64), ("text", pl.String)):
+        if col not in posts.columns:
+            raise ValueError(f"{posts_path}: column '{col}' is missing")
+        if posts.schema[col] != dtype:
+            raise ValueError(f"{posts_path}: column '{col}' has dtype {posts.schema[col]}, expected {dtype}")
+    if posts.height == 0:
+        raise ValueError(f"{posts_path}: posts table is empty (0 rows)")
+    if posts["post_id"].is_duplicated().any():
+        raise ValueError(f"{posts_path}: column 'post_id' has duplicate ids")
+    existing = pl.read_parquet(out_path) if out_path.exists() else None
+    todo = posts
+    if existing is not None:
+        done = existing.filter(pl.col("model_version") == model_version)["post_id"]
+        todo = posts.filter(~pl.col("post_id").is_in(done.implode()))
+    log.info("batch embedding: %d posts, %d already embedded by %s", posts.height,
+             posts.height - todo.height, model_version)
+    if todo.height == 0:
+        return todo.select("post_id", model_version=pl.lit(model_version),
+                           vector=pl.lit(None, dtype=pl.List(pl.Float32)))
+    vectors = embed_texts(todo["text"].to_list(), cfg, desc=f"embedding {posts_path.name}")
+    new = pl.DataFrame({"post_id": todo["post_id"], "model_version": model_version,
+                        "vector": pl.Series(list(vectors), dtype=pl.List(pl.Float32))})
+    merged = new if existing is None else pl.concat([existing, new])
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    merged.write_parquet(tmp)
+    os.replace(tmp, out_path)
+    return new
