@@ -22,6 +22,7 @@ test-slow: setup
 bench: setup
 	$(PY) benchmarks/bench_world.py
 	$(PY) benchmarks/bench_estimators.py
+	$(PY) benchmarks/bench_embeddings.py
 
 finetune: setup  # LiPost: base vs single-task vs multi-task fine-tunes (about an hour on 2 cores)
 	$(PY) -m embeddings.compare $(ARGS)
