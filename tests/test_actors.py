@@ -18,7 +18,15 @@ def test_length_bucketed_batches_cover_every_text_once():
         assert [texts[i] for i in pos] == batch
 
 
-def test_batch_mode_embeds_each_post_once_and_resumes(tmp_path, small_corpus):
+@pytest.fixture
+def ray_session():
+    import ray
+
+    yield
+    ray.shutdown()  # leave no cluster behind for tests that start their own
+
+
+def test_batch_mode_embeds_each_post_once_and_resumes(tmp_path, small_corpus, ray_session):
     cfg = ActorPoolConfig(num_actors=1, threads_per_actor=1,
                           encoder=EncoderConfig(num_layers=2, batch_size=16, precision="fp32"))
     posts = small_corpus.select("post_id", "text").head(40)
