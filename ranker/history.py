@@ -46,6 +46,13 @@ class MemberHistory:
                                  np.cumsum(vectors * weights[:, None], axis=0)])
         self.prior = vectors.mean(axis=0) if len(vectors) else post_vectors.mean(axis=0)
         self.prior /= max(np.linalg.norm(self.prior), 1e-12)
+        # Engagements sorted by (member code, time) as one key: code * span + (t - t0), where
+        # span exceeds the time range so members' blocks never overlap. Built once here, since
+        # vectors_at runs on every training batch.
+        self.members, codes = np.unique(self.member, return_inverse=True)
+        self.t0 = self.t.min() if len(self.t) else 0.0
+        self.span = (self.t.max() - self.t0 + 1.0) if len(self.t) else 1.0
+        self.keys = codes * self.span + (self.t - self.t0)
 
     def vectors_at(self, member_ids: np.ndarray, t_hours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[B, D] float32 vectors and [B] engagement counts, from engagements strictly before t.
@@ -57,16 +64,12 @@ class MemberHistory:
         vectors = np.tile(self.prior, (len(member_ids), 1))
         count = np.zeros(len(member_ids), dtype=np.int64)
         if len(self.t):
-            # Engagements sorted by (member code, time) as one key: code * span + (t - t0),
-            # where span exceeds the time range so members' blocks never overlap.
-            members, codes = np.unique(self.member, return_inverse=True)
-            t0, span = self.t.min(), self.t.max() - self.t.min() + 1.0
-            keys = codes * span + (self.t - t0)
-            pos = np.searchsorted(members, member_ids).clip(0, len(members) - 1)
-            known = members[pos] == member_ids
-            base = pos * span
-            start = np.searchsorted(keys, base - 0.5, side="left")
-            end = np.searchsorted(keys, base + np.clip(t_hours - t0, -0.5, span - 0.5), side="left")
+            pos = np.searchsorted(self.members, member_ids).clip(0, len(self.members) - 1)
+            known = self.members[pos] == member_ids
+            base = pos * self.span
+            start = np.searchsorted(self.keys, base - 0.5, side="left")
+            end = np.searchsorted(self.keys, base + np.clip(t_hours - self.t0, -0.5, self.span - 0.5),
+                                  side="left")
             count = np.where(known, end - start, 0)
             has = count > 0
             vectors[has] = self.cumsum[end[has]] - self.cumsum[start[has]]
