@@ -24,7 +24,7 @@ import torch
 from torchrec import KeyedJaggedTensor
 
 from ranker.history import MemberHistory
-from recsim.world import hours_since_start
+from recsim.world import hours_since_start, lookup_sorted
 
 FEATURE_GROUPS = ("ids", "post_embedding", "member_embedding", "cosine", "context")
 SPARSE_KEYS = ("member_id", "author_id")
@@ -83,17 +83,10 @@ class FeatureSpace:
     def table_sizes(self) -> dict[str, int]:
         return {"member_id": len(self.member_ids), "author_id": self.num_authors}
 
-    def _index(self, sorted_ids: np.ndarray, ids: np.ndarray, name: str) -> np.ndarray:
-        idx = np.searchsorted(sorted_ids, ids).clip(0, len(sorted_ids) - 1)
-        if (sorted_ids[idx] != ids).any():
-            bad = ids[sorted_ids[idx] != ids][:5].tolist()
-            raise KeyError(f"ranker features: unknown {name}(s) {bad}")
-        return idx
-
     def build_batch(self, rows: pl.DataFrame) -> tuple[KeyedJaggedTensor, torch.Tensor]:
         """rows (member_id, post_id, position, timestamp) -> (sparse KJT [B], dense [B, dense_dim])."""
-        m = self._index(self.member_ids, rows["member_id"].to_numpy(), "member_id")
-        p = self._index(self.post_ids, rows["post_id"].to_numpy(), "post_id")
+        m = lookup_sorted(self.member_ids, rows["member_id"].to_numpy(), "member_id")
+        p = lookup_sorted(self.post_ids, rows["post_id"].to_numpy(), "post_id")
         n = len(m)
         sparse = KeyedJaggedTensor.from_lengths_sync(
             keys=list(SPARSE_KEYS),

@@ -128,10 +128,10 @@ class UserModel:
     post_created: np.ndarray
 
     def member_index(self, member_ids: np.ndarray) -> np.ndarray:
-        return _lookup(self.member_ids, member_ids, "member_id")
+        return lookup_sorted(self.member_ids, member_ids, "member_id")
 
     def post_index(self, post_ids: np.ndarray) -> np.ndarray:
-        return _lookup(self.post_ids, post_ids, "post_id")
+        return lookup_sorted(self.post_ids, post_ids, "post_id")
 
     def topic_affinity(self, m: np.ndarray, p: np.ndarray) -> np.ndarray:
         return self.interests[m, self.post_topic[p]]
@@ -187,7 +187,8 @@ class UserModel:
         )
 
 
-def _lookup(sorted_ids: np.ndarray, ids: np.ndarray, name: str) -> np.ndarray:
+def lookup_sorted(sorted_ids: np.ndarray, ids: np.ndarray, name: str) -> np.ndarray:
+    """Row positions of `ids` in the sorted array `sorted_ids`; KeyError naming unknown ids."""
     ids = np.asarray(ids)
     idx = np.searchsorted(sorted_ids, ids).clip(0, len(sorted_ids) - 1)
     unknown = sorted_ids[idx] != ids
