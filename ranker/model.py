@@ -1,56 +1,117 @@
-"""The ranking model: TorchRec's DLRM over the feature space of ranker/features.py.
+"""The ranking model: TorchRec DLRM or DCN-v2 with one head per engagement type.
 
-Sparse ids go as a KeyedJaggedTensor through an EmbeddingBagCollection (one table per sparse
-key); dense features (post and member embeddings, their cosine, context) through DLRM's dense
-arch; pairwise interactions and the over arch give one click logit per row.
+    sparse KJT ──► EmbeddingBagCollection (member, author, topic tables; mean pooling) ─┐
+                                                                                        ├─► interaction ─► over arch ─► [B, H] logits
+    dense [B, N] ──► dense arch (MLP to D) ─────────────────────────────────────────────┘
+
+The interaction is DLRM's pairwise dot products (`interaction: dlrm`, torchrec.models.dlrm.DLRM)
+or a low-rank DCN-v2 cross network (`interaction: dcn`, torchrec.models.dlrm.DLRM_DCN). The over
+arch's last layer has one output per head (click, like, comment, share): a shared-bottom
+multi-task model. The ranking score is a weighted sum of the heads' probabilities
+(`score_weights`), as feeds combine predicted actions into one value.
+Shape legend: B rows, N dense features, D embedding dim, H heads.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
-from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
-from torchrec.models.dlrm import DLRM
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
+from torchrec.models.dlrm import DLRM, DLRM_DCN
 
-from ranker.features import SPARSE_KEYS, FeatureSpace
+from ranker.features import FeatureSpace
+from recsim.rewards import ACTIONS
+
+INTERACTIONS = ("dlrm", "dcn")
 
 
 @dataclass
 class RankerConfig:
+    interaction: str = "dlrm"  # dlrm (pairwise dot products) or dcn (DCN-v2 low-rank cross net)
     embedding_dim: int = 16
     dense_arch: list[int] = field(default_factory=lambda: [64])
     over_arch: list[int] = field(default_factory=lambda: [64, 32])
-    epochs: int = 1
+    dcn_num_layers: int = 2
+    dcn_low_rank_dim: int = 16
+    heads: list[str] = field(default_factory=lambda: list(ACTIONS))
+    score_weights: dict[str, float] = field(default_factory=lambda: {"click": 1.0})
+    # Features (ranker/features.py).
+    recent_k: int = 20  # history group: the last K clicked posts' authors and topics
+    embedding_dims: int | None = 64  # post / member embedding features reduced to this size
+    embedding_projection: str = "pca"  # none, prefix (Matryoshka), pca
+    # Training (ranker/train.py).
+    epochs: int = 4
     batch_size: int = 512
     learning_rate: float = 3e-3
-    train_fraction: float = 0.7  # share of the log's time window used for training
+    weight_decay: float = 0.0
+    train_fraction: float = 0.7  # share of the log's time window used for training (the rest tests)
+    validation_fraction: float = 0.15  # last share of the training window: early stopping
+    evals_per_epoch: int = 2
+    patience: int = 2  # evaluations without a better validation loss before stopping
+    num_threads: int | None = 1  # torch intra-op threads while training (small batches: 1 is
+    #                              fastest, and does not spin against other processes' cores)
+
+    def __post_init__(self):
+        if self.interaction not in INTERACTIONS:
+            raise ValueError(f"ranker.interaction: unknown '{self.interaction}'; "
+                             f"choose from {list(INTERACTIONS)}")
+        unknown = [h for h in [*self.heads, *self.score_weights] if h not in ACTIONS]
+        if unknown:
+            raise ValueError(f"ranker.heads / ranker.score_weights: unknown head(s) {unknown}; "
+                             f"choose from {list(ACTIONS)}")
+        missing = [h for h in self.score_weights if h not in self.heads]
+        if missing or not self.score_weights:
+            raise ValueError(f"ranker.score_weights: {missing or 'none'} not among the model's "
+                             f"heads {self.heads}; the score needs at least one head")
+        if "click" not in self.heads:
+            raise ValueError("ranker.heads: the click head is required (policies and the DM "
+                             "estimators use its predictions)")
 
 
-class ClickModel(torch.nn.Module):
-    """DLRM returning one logit per row.
+class MultiTaskRanker(torch.nn.Module):
+    """DLRM / DCN-v2 over a FeatureSpace, returning one logit per head.
 
     Example::
 
-        model = ClickModel(space, RankerConfig())
-        logits = model(*space.build_batch(rows))   # [B]
+        model = MultiTaskRanker(space, RankerConfig(interaction="dcn"))
+        logits = model(*space.build_batch(rows))   # [B, H]
+        score = model.ranking_score(logits)         # [B]
     """
 
     def __init__(self, space: FeatureSpace, cfg: RankerConfig):
         super().__init__()
-        sizes = space.table_sizes()
+        self.heads = list(cfg.heads)
+        self.register_buffer("score_weights", torch.tensor(
+            [cfg.score_weights.get(h, 0.0) for h in self.heads], dtype=torch.float32))
+        # Everything needed to rebuild the module: saved with its weights (ranker/train.py).
+        self.meta = {"config": asdict(cfg), "groups": list(space.groups),
+                     "tables": {t: [n, list(f)] for t, (n, f) in space.tables().items()},
+                     "dense_dim": space.dense_dim}
         ebc = EmbeddingBagCollection(
-            tables=[EmbeddingBagConfig(name=f"t_{key}", embedding_dim=cfg.embedding_dim,
-                                       num_embeddings=sizes[key], feature_names=[key])
-                    for key in SPARSE_KEYS],
+            tables=[EmbeddingBagConfig(name=f"t_{table}", embedding_dim=cfg.embedding_dim,
+                                       num_embeddings=rows, feature_names=features,
+                                       pooling=PoolingType.MEAN)
+                    for table, (rows, features) in space.tables().items()],
             device=torch.device("cpu"),
         )
-        self.dlrm = DLRM(
-            embedding_bag_collection=ebc,
-            dense_in_features=space.dense_dim,
-            dense_arch_layer_sizes=[*cfg.dense_arch, cfg.embedding_dim],
-            over_arch_layer_sizes=[*cfg.over_arch, 1],
-        )
+        common = dict(embedding_bag_collection=ebc, dense_in_features=space.dense_dim,
+                      dense_arch_layer_sizes=[*cfg.dense_arch, cfg.embedding_dim],
+                      over_arch_layer_sizes=[*cfg.over_arch, len(self.heads)])
+        if cfg.interaction == "dcn":
+            self.net = DLRM_DCN(**common, dcn_num_layers=cfg.dcn_num_layers,
+                                dcn_low_rank_dim=cfg.dcn_low_rank_dim)
+        else:
+            self.net = DLRM(**common)
 
     def forward(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> torch.Tensor:
-        return self.dlrm(dense_features=dense, sparse_features=sparse).squeeze(-1)
+        """[B, H] logits, heads in `self.heads` order."""
+        return self.net(dense_features=dense, sparse_features=sparse)
+
+    def output_layer(self) -> torch.nn.Linear:
+        """The over arch's last layer: one output per head."""
+        return self.net.over_arch.model[-1]
+
+    def ranking_score(self, logits: torch.Tensor) -> torch.Tensor:
+        """[B] the weighted sum of head probabilities: the feed's value of showing each row."""
+        return torch.sigmoid(logits) @ self.score_weights

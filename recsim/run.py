@@ -79,8 +79,10 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
     from embeddings.encoder import resolve_device_and_dtype
     from ranker.features import FeatureSpace, check_groups
     from ranker.history import MemberHistory
+    import torch
+
     from ranker.retrieval import PostIndex, recall_at_k
-    from ranker.train import score, train
+    from ranker.train import predict, save_checkpoint, train
 
     timings: dict[str, float] = {}
     sim: SimConfig = instantiate(cfg.sim)
@@ -143,21 +145,30 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
                                                          tuple(retrieval_cfg.recall_at))
         recall = recall_by_encoder[None]
 
-    # 4. Ranker: one TorchRec DLRM per policy's feature set, trained on the training period.
+    # 4. Ranker: one multi-task TorchRec model (DLRM or DCN-v2; click, like, comment, share
+    #    heads) per policy's feature set, trained on the training period, early-stopped on its
+    #    last part, checkpointed beside the report.
     models, ranker_metrics = {}, {}
     with _step(timings, "4_ranker"):
         for role, policy in roles.items():
             encoder_dir = encoder_dirs[role]
             space = FeatureSpace.build(policy.features, world.posts, vectors_by_encoder[encoder_dir],
-                                       world.members, histories[encoder_dir])
+                                       world.members, histories[encoder_dir], imps,
+                                       recent_k=ranker_cfg.recent_k,
+                                       embedding_dims=ranker_cfg.embedding_dims,
+                                       embedding_projection=ranker_cfg.embedding_projection)
             model, metrics = train(space, train_imps, eval_imps, ranker_cfg, world_cfg.seed,
                                    name=policy.name)
+            checkpoint = save_checkpoint(model, Path(output_dir) / "rankers" / f"{role}.pt")
             models[role] = (model, space)
             ranker_metrics[policy.name] = {"features": list(policy.features),
                                            "encoder": encoder_dir or "default",
+                                           "interaction": ranker_cfg.interaction,
+                                           "checkpoint": str(checkpoint),
                                            **dataclasses.asdict(metrics)}
 
-    # 5. Policies: each ranker scores the logged candidates of the evaluation requests.
+    # 5. Policies: each ranker scores the logged candidates of the evaluation requests; the
+    #    policy ranks by the log of its weighted head score, the DM family reads the click head.
     with _step(timings, "5_policies"):
         decisions = policies.logged_top_slot(eval_imps, rewards.observed(sim.metric,
                                                                          sim.reward_weights))
@@ -168,9 +179,11 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
             position=pl.lit(1, dtype=pl.Int32))
         action_probs, click_prob = {}, {}
         for role, (model, space) in models.items():
-            scored = rows.with_columns(score=score(model, space, rows))
-            click_prob[role] = scored.select("request_id", "post_id",
-                                             q=1.0 / (1.0 + (-pl.col("score")).exp()))
+            logits = torch.from_numpy(predict(model, space, rows))
+            value = model.ranking_score(logits).clamp_min(1e-12).log().numpy()
+            scored = rows.with_columns(score=value)
+            click_prob[role] = rows.select("request_id", "post_id").with_columns(
+                q=torch.sigmoid(logits[:, model.heads.index("click")]).numpy().astype(np.float64))
             action_probs[role] = policies.top_slot_probabilities(scored, sim.policy_temperature)
             policies.check_support(action_probs[role], world.candidates, f"{role} policy")
 
