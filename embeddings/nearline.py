@@ -1,0 +1,317 @@
+"""Near-line embedding: new posts become searchable seconds after they are created.
+
+The world's posts are replayed as a stream in creation order at `rate` posts per second. A
+producer thread puts each post on a bounded queue at its creation time; the consumer cuts
+micro-batches (at most `max_batch` posts, or whatever arrived within `max_wait_s` of the
+batch's first post), sends them to the actor pool (embeddings/actors.py), and upserts each
+finished batch into the embedding store and the FAISS index. For every post it records when it
+was created and when it became searchable.
+
+Backpressure: the pool holds at most `num_actors * in_flight_per_actor` batches, the consumer
+holds at most one open batch, and the queue at most `queue_size` posts. When the stream outpaces
+the actors the producer blocks on the full queue (the delay shows up as staleness, not as
+memory), so memory stays bounded whatever the rate.
+
+Exactly once: the store is keyed by (post_id, model_version) and upserts are idempotent, so a
+batch retried after its actor died (EmbeddingPool) can never store a post twice.
+
+    python -m embeddings.nearline                         # replay the debug world's posts
+    python -m embeddings.nearline nearline.rate=50 nearline.limit=2000
+    python -m embeddings.nearline ray.address=auto        # on a running Ray cluster
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hydra
+import numpy as np
+import polars as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from embeddings.actors import ActorPoolConfig, EmbeddingPool, model_version
+from recsim.run import CONF_DIR
+
+log = logging.getLogger(__name__)
+
+STORE_SCHEMA = {"post_id": pl.Int64, "model_version": pl.String, "vector": pl.List(pl.Float32)}
+
+
+@dataclass
+class NearlineConfig:
+    rate: float = 20.0  # posts per second in the replayed stream
+    arrivals: str = "world"  # world: gaps follow posts' created_at, scaled to `rate`; uniform
+    limit: int | None = None  # stream only the first N posts (in creation order)
+    max_batch: int = 16  # a micro-batch is cut at this many posts ...
+    max_wait_s: float = 0.2  # ... or this long after its first post arrived
+    queue_size: int = 256  # posts waiting for a batch; the producer blocks when it is full
+    report_every_s: float = 10.0  # log progress (and sample memory) this often
+    pool: ActorPoolConfig = field(default_factory=ActorPoolConfig)
+
+
+class EmbeddingStore:
+    """Post vectors keyed by (post_id, model_version); upserts are idempotent.
+
+    `upsert` overwrites a key that is already present, so replaying or retrying a batch leaves
+    one row per key. `write_parquet` writes (post_id, model_version, vector) atomically, the
+    same layout as batch mode (embeddings/actors.py: embed_posts_to_parquet).
+    """
+
+    def __init__(self):
+        self._vectors: dict[tuple[int, str], np.ndarray] = {}
+        self.n_writes = 0  # upserted rows, overwrites included
+        self.n_overwrites = 0
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def upsert(self, post_ids: np.ndarray, vectors: np.ndarray, version: str) -> None:
+        if len(post_ids) != len(vectors):
+            raise ValueError(f"store upsert: {len(post_ids)} post_ids but {len(vectors)} vectors")
+        for post_id, vector in zip(np.asarray(post_ids, dtype=np.int64).tolist(), vectors):
+            key = (post_id, version)
+            self.n_overwrites += key in self._vectors
+            self._vectors[key] = np.asarray(vector, dtype=np.float32)
+        self.n_writes += len(post_ids)
+
+    def get(self, post_id: int, version: str) -> np.ndarray:
+        try:
+            return self._vectors[(int(post_id), version)]
+        except KeyError:
+            raise KeyError(f"post_id {post_id}: no embedding under model version {version!r}") from None
+
+    def nbytes(self) -> int:
+        return sum(v.nbytes for v in self._vectors.values())
+
+    def to_frame(self) -> pl.DataFrame:
+        keys = list(self._vectors)
+        return pl.DataFrame({"post_id": [k[0] for k in keys], "model_version": [k[1] for k in keys],
+                             "vector": [self._vectors[k].tolist() for k in keys]},
+                            schema=STORE_SCHEMA).sort("model_version", "post_id")
+
+    def write_parquet(self, path: str | Path) -> Path:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        self.to_frame().write_parquet(tmp)
+        os.replace(tmp, path)
+        return path
+
+
+@dataclass
+class NearlineResult:
+    post_ids: np.ndarray  # [N] in stream order
+    created_s: np.ndarray  # [N] seconds since the stream started: the post's creation
+    searchable_s: np.ndarray  # [N] seconds since the stream started: upserted into the index
+    wall_s: float
+    restarts: int  # actors replaced after dying
+    retries: int  # batches resubmitted to a replacement actor
+    max_queue: int  # deepest the queue got
+    memory: list[dict] = field(default_factory=list)  # RSS samples: t_s, driver_mb, actors_mb
+
+    @property
+    def freshness_s(self) -> np.ndarray:
+        return self.searchable_s - self.created_s
+
+    def summary(self) -> dict:
+        fresh = self.freshness_s
+        return {"posts": len(self.post_ids), "wall_s": self.wall_s,
+                "posts_per_s": len(self.post_ids) / self.wall_s,
+                "freshness_p50_s": float(np.percentile(fresh, 50)),
+                "freshness_p99_s": float(np.percentile(fresh, 99)),
+                "freshness_max_s": float(fresh.max()), "restarts": self.restarts,
+                "retries": self.retries,
+                "max_queue": self.max_queue, "memory": self.memory}
+
+
+def arrival_offsets(created_at: pl.Series, rate: float, arrivals: str) -> np.ndarray:
+    """Seconds after the stream starts at which each post (in creation order) arrives."""
+    if rate <= 0:
+        raise ValueError(f"nearline.rate: must be > 0 posts/s, got {rate}")
+    n = len(created_at)
+    if arrivals == "uniform" or n < 2:
+        return np.arange(n) / rate
+    if arrivals != "world":
+        raise ValueError(f"nearline.arrivals: must be 'world' or 'uniform', got {arrivals!r}")
+    t = created_at.dt.epoch("us").to_numpy().astype(np.float64)
+    span = t[-1] - t[0]
+    if span <= 0:
+        return np.arange(n) / rate
+    return (t - t[0]) / span * (n - 1) / rate  # same order and relative gaps, mean rate `rate`
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MiB (Linux /proc), NaN when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def stream_posts(posts: pl.DataFrame, cfg: NearlineConfig, index=None,
+                 store: EmbeddingStore | None = None, pool: EmbeddingPool | None = None,
+                 on_batch: Callable[[EmbeddingPool, int], None] | None = None
+                 ) -> tuple[NearlineResult, EmbeddingStore, object]:
+    """Replay `posts` (post_id, text, created_at) as a stream; embed, store and index each.
+
+    Args:
+        index: a ranker.retrieval.PostIndex to upsert into; None builds one (Flat) from the
+            first batch.
+        store: the embedding store to upsert into; None starts an empty one.
+        pool: a running EmbeddingPool (warm actors); None starts one from `cfg.pool`.
+        on_batch: called as on_batch(pool, n_searchable) after each upsert (tests use it to
+            kill an actor mid-stream).
+
+    Returns (timings per post, the store, the index).
+    """
+    from ranker.retrieval import PostIndex, RetrievalConfig
+
+    for col in ("post_id", "text", "created_at"):
+        if col not in posts.columns:
+            raise ValueError(f"near-line posts: column '{col}' is missing")
+    if posts.height == 0:
+        raise ValueError("near-line posts: the stream is empty (0 posts)")
+    if cfg.max_batch < 1 or cfg.queue_size < 1 or cfg.max_wait_s < 0:
+        raise ValueError("nearline: max_batch and queue_size must be >= 1 and max_wait_s >= 0")
+    posts = posts.sort("created_at", "post_id")
+    if cfg.limit:
+        posts = posts.head(cfg.limit)
+    ids = posts["post_id"].to_numpy()
+    texts = posts["text"].to_list()
+    offsets = arrival_offsets(posts["created_at"], cfg.rate, cfg.arrivals)
+    version = model_version(cfg.pool.encoder)
+    store = store if store is not None else EmbeddingStore()
+    own_pool = pool is None
+    pool = pool or EmbeddingPool(cfg.pool)
+    pool.wait_ready()  # the stream starts once the actors have loaded the encoder
+
+    inbox: queue.Queue = queue.Queue(maxsize=cfg.queue_size)
+    searchable = np.full(len(ids), np.nan)
+    stop = threading.Event()
+    start = time.perf_counter()
+
+    def produce() -> None:
+        for i, offset in enumerate(offsets):
+            delay = start + offset - time.perf_counter()
+            if delay > 0 and stop.wait(delay):
+                return
+            while not stop.is_set():  # a full queue blocks the producer: backpressure
+                try:
+                    inbox.put(i, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+        inbox.put(None)
+
+    producer = threading.Thread(target=produce, name="nearline-producer", daemon=True)
+    producer.start()
+    batch: list[int] = []
+    batch_opened = 0.0
+    stream_done = False
+    n_done = max_queue = n_batches = 0
+    memory: list[dict] = []
+    next_report = start
+    batches: dict[int, list[int]] = {}
+    try:
+        while not (stream_done and not batch and pool.in_flight == 0):
+            now = time.perf_counter()
+            # 1. Take arrivals into the open batch (never more than one batch's worth).
+            max_queue = max(max_queue, inbox.qsize())
+            while not stream_done and len(batch) < cfg.max_batch:
+                try:
+                    item = inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stream_done = True
+                    break
+                if not batch:
+                    batch_opened = time.perf_counter()
+                batch.append(item)
+            # 2. Cut the batch when it is full, old enough, or the stream has ended.
+            due = batch and (len(batch) >= cfg.max_batch or stream_done
+                             or now - batch_opened >= cfg.max_wait_s)
+            if due and not pool.full:
+                key = n_batches = n_batches + 1
+                batches[key] = batch
+                pool.submit(key, [texts[i] for i in batch])
+                batch = []
+            # 3. Upsert finished batches: the moment their posts become searchable.
+            # Block for a result only when nothing else can happen; otherwise poll briefly.
+            wait = None if (stream_done and not batch) else 0.005
+            for key, vectors in pool.collect(timeout=wait):
+                rows = np.asarray(batches.pop(key))
+                store.upsert(ids[rows], vectors, version)
+                if index is None:
+                    index = PostIndex(ids[rows], vectors, RetrievalConfig(index="Flat"))
+                else:
+                    index.upsert(ids[rows], vectors)
+                searchable[rows] = time.perf_counter() - start
+                n_done += len(rows)
+                if on_batch is not None:
+                    on_batch(pool, n_done)
+            if not pool.in_flight and not stream_done:
+                time.sleep(0.002)  # idle: waiting for posts to arrive or a batch to be due
+            if time.perf_counter() >= next_report:
+                memory.append(_memory_sample(pool, time.perf_counter() - start, store))
+                log.info("near-line: %d/%d searchable, queue %d, in flight %d, %.0f MiB",
+                         n_done, len(ids), inbox.qsize(), pool.in_flight,
+                         memory[-1]["driver_mb"] + memory[-1]["actors_mb"])
+                next_report += cfg.report_every_s
+        memory.append(_memory_sample(pool, time.perf_counter() - start, store))
+    finally:
+        stop.set()
+        producer.join(timeout=5)
+        if own_pool:
+            pool.close()
+    result = NearlineResult(ids, offsets, searchable, time.perf_counter() - start, pool.restarts,
+                            pool.retries, max_queue, memory)
+    return result, store, index
+
+
+def _memory_sample(pool: EmbeddingPool, t: float, store: EmbeddingStore) -> dict:
+    try:
+        actors = sum(rss_mb(pid) for pid in pool.pids())
+    except Exception:  # an actor being replaced has no pid yet  # noqa: BLE001
+        actors = float("nan")
+    return {"t_s": t, "driver_mb": rss_mb(os.getpid()), "actors_mb": actors,
+            "store_mb": store.nbytes() / 2**20}
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="nearline")
+def main(cfg: DictConfig) -> None:
+    """Replay the world's posts through the near-line path; write the store and a summary."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from recsim.world import build_world
+
+    nearline_cfg: NearlineConfig = instantiate(cfg.nearline)
+    out = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    posts = build_world(instantiate(cfg.world)).posts
+    result, store, _ = stream_posts(posts, nearline_cfg)
+    summary = {**result.summary(), "model_version": model_version(nearline_cfg.pool.encoder),
+               "config": OmegaConf.to_container(cfg, resolve=True)}
+    store.write_parquet(out / "embeddings.parquet")
+    (out / "nearline.json").write_text(json.dumps(summary, indent=2))
+    log.info("near-line: %d posts at %.1f posts/s; creation -> searchable p50 %.2f s, p99 %.2f s, "
+             "max %.2f s; %d actor restarts; wrote %s", summary["posts"], summary["posts_per_s"],
+             summary["freshness_p50_s"], summary["freshness_p99_s"], summary["freshness_max_s"],
+             summary["restarts"], out / "embeddings.parquet")
+
+
+if __name__ == "__main__":
+    main()
