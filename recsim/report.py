@@ -139,9 +139,11 @@ def _sections(r: dict) -> list[dict]:
         "text": [f"Retrieval ({rec['index']} index over {rec['n_posts']:,} posts, member vectors "
                  f"from engagement history, {rec['n_members']:,} members with held-out clicks): "
                  + recall_text(rec["recall"]), *per_encoder],
-        "headers": ["ranker", "features", "post encoder", "AUC", "log loss", "normalized entropy"],
+        "headers": ["ranker", "features", "post encoder", "AUC", "log loss", "normalized entropy",
+                    "calibration"],
         "rows": [[name, ", ".join(m["features"]), m.get("encoder", "default"), f"{m['auc']:.4f}",
-                  f"{m['log_loss']:.4f}", f"{m['normalized_entropy']:.4f}"]
+                  f"{m['log_loss']:.4f}", f"{m['normalized_entropy']:.4f}",
+                  f"{m['calibration']:.3f}" if "calibration" in m else ""]
                  for name, m in r["ranker"].items()],
         "notes": [f"World: {r['world']['posts']:,} posts, {r['world']['members']:,} members, "
                   f"{r['world']['impressions']:,} logged impressions (CTR {r['world']['ctr']:.3f})."
@@ -149,6 +151,27 @@ def _sections(r: dict) -> list[dict]:
                   f"{r['embeddings']['dim']}-d)."],
         "figure": "evidence",
     })
+    heads = [(name, head, h) for name, m in r["ranker"].items()
+             for head, h in m.get("heads", {}).items()]
+    if heads:
+        first = next(iter(r["ranker"].values()))
+        sections.append({
+            "title": "Ranker heads",
+            "text": [f"Each ranker is one multi-task {first.get('interaction', 'dlrm').upper()} "
+                     "model with a head per engagement type, trained on the training period "
+                     "(early-stopped on its last part) and evaluated on the evaluation period. "
+                     "Calibration is the sum of predictions over the sum of labels (1 is "
+                     "calibrated); ECE the expected calibration error over 15 bins."],
+            "headers": ["ranker", "head", "base rate", "AUC", "log loss", "normalized entropy",
+                        "calibration", "ECE"],
+            "rows": [[name, head, f"{h['base_rate']:.4f}", f"{h['auc']:.4f}",
+                      f"{h['log_loss']:.4f}", f"{h['normalized_entropy']:.4f}",
+                      f"{h['calibration']:.3f}", f"{h['ece']:.4f}"] for name, head, h in heads],
+            "notes": [f"{name}: {m['steps']} steps, best validation loss at step {m['best_step']}"
+                      f"{' (stopped early)' if m['stopped_early'] else ''}; {m['n_train']:,} "
+                      f"training, {m['n_validation']:,} validation, {m['n_eval']:,} evaluation "
+                      "impressions." for name, m in r["ranker"].items() if "steps" in m],
+        })
     sections.append({
         "title": "Reproduce",
         "text": ["Data fingerprints: " + ", ".join(f"{k} `{v}`" for k, v in r["fingerprints"].items()),
