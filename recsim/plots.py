@@ -108,3 +108,34 @@ def report_figures(r: dict) -> dict[str, list[tuple[str, str]]]:
     if r.get("segments"):
         out["segments"] = [(segments_figure(r), "Lift per member segment")]
     return out
+
+
+def ablation_figure(s: dict) -> str:
+    """Ranker ablation: ΔAUC and ΔNE per head (grouped bars), lift with interval and truth."""
+    variants = [v["variant"] for v in s["variants"]]
+    heads = list(s["control_heads"])
+    fig, axes = plt.subplots(1, 3, figsize=(14, 0.5 * len(variants) + 2.2), sharey=True)
+    y = list(range(len(variants)))[::-1]
+    height = 0.8 / len(heads)
+    for ax, key, title in ((axes[0], "d_auc", "ΔAUC vs all features"),
+                           (axes[1], "d_ne", "ΔNE vs all features (lower is better)")):
+        for i, h in enumerate(heads):
+            ax.barh([yy + 0.4 - (i + 0.5) * height for yy in y],
+                    [v["heads"][h][key] for v in s["variants"]], height, label=h)
+        ax.axvline(0, color="#999", lw=0.8)
+        ax.set_title(title, fontsize=10)
+    axes[0].set_yticks(y, variants)
+    axes[0].legend(fontsize=7, loc="best")
+    est = s["estimators"][0]
+    ax = axes[2]
+    for yy, v in zip(y, s["variants"]):
+        lift = v["lifts"].get(est)
+        if lift and all(math.isfinite(x) for x in lift.values()):
+            ax.errorbar([100 * lift["lift"]], [yy], xerr=[[100 * (lift["lift"] - lift["ci_low"])],
+                                                          [100 * (lift["ci_high"] - lift["lift"])]],
+                        fmt="o", color="#1f5fa8", ecolor="#7aa6d6", capsize=3)
+        ax.plot([100 * v["true_lift"]], [yy], "x", color="#c0392b", ms=8)
+    ax.axvline(0, color="#999", lw=0.8)
+    ax.set_xlabel("lift over all features (%)")
+    ax.set_title(f"{est} lift (95% interval) and true lift (x)", fontsize=10)
+    return _png(fig)

@@ -264,3 +264,62 @@ def write_report(report: dict, output_dir: str | Path) -> dict[str, Path]:
     _atomic_write(paths["md"], markdown)
     _atomic_write(paths["html"], page)
     return paths
+
+
+# --- the ranker ablation summary (ranker/ablation.py): one table and one plot ---------------
+
+
+def _ablation_table(s: dict) -> tuple[list[str], list[list[str]]]:
+    heads = list(s["control_heads"])
+    headers = (["variant"] + [f"ΔAUC {h}" for h in heads] + [f"ΔNE {h}" for h in heads]
+               + [f"{e} lift [interval]" for e in s["estimators"]] + ["true lift"])
+    rows = []
+    for v in s["variants"]:
+        lifts = [f"{_pct(v['lifts'][e]['lift'])} [{_pct(v['lifts'][e]['ci_low'])}, "
+                 f"{_pct(v['lifts'][e]['ci_high'])}]" if e in v["lifts"] else "n/a"
+                 for e in s["estimators"]]
+        rows.append([v["variant"]] + [f"{v['heads'][h]['d_auc']:+.4f}" for h in heads]
+                    + [f"{v['heads'][h]['d_ne']:+.4f}" for h in heads] + lifts
+                    + [_pct(v["true_lift"])])
+    return headers, rows
+
+
+def _ablation_text(s: dict) -> list[str]:
+    control = ", ".join(f"{h} AUC {m['auc']:.4f} / NE {m['normalized_entropy']:.4f}"
+                        for h, m in s["control_heads"].items())
+    text = [f"Each variant's ranker against the control **{s['control']}** (all feature groups, "
+            f"the run's encoder): {control}. Δ = variant minus control on the evaluation period "
+            "(ΔAUC > 0 and ΔNE < 0 mean the variant predicts better). Lifts: the variant's "
+            "policy over the control's on the top slot, offline estimate with its 95% member "
+            "bootstrap interval, and the ground truth from the world's user model."]
+    if not s["control_identical_across_jobs"]:
+        text.append("**Warning**: the control's metrics differ between jobs; compare rows with care.")
+    if s["failed_jobs"]:
+        text.append(f"**Failed jobs** (no report.json; see their run.log): {', '.join(s['failed_jobs'])}.")
+    return text
+
+
+def write_ablation_report(summary: dict, output_dir: str | Path) -> dict[str, Path]:
+    """Write ablation.json, ablation.md and ablation.html (table + inlined plot)."""
+    from recsim import plots
+
+    out = Path(output_dir)
+    headers, rows = _ablation_table(summary)
+    text = _ablation_text(summary)
+    md = ["# Ranker feature ablation", "", *[line for t in text for line in (t, "")],
+          "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
+          *["| " + " | ".join(row) + " |" for row in rows], ""]
+    png = plots.ablation_figure(summary)
+    body = ["<h1>Ranker feature ablation</h1>", *[f"<p>{_inline(t)}</p>" for t in text],
+            "<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+            + "</tr></thead><tbody>" + "".join(
+                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                for row in rows) + "</tbody></table>",
+            f'<figure><img alt="ranker ablation" src="data:image/png;base64,{png}">'
+            "<figcaption>ΔAUC and ΔNE per head against the all-features ranker; each variant's "
+            "lift with its interval (dots) and the true lift (crosses)</figcaption></figure>"]
+    paths = {"json": out / "ablation.json", "md": out / "ablation.md", "html": out / "ablation.html"}
+    _atomic_write(paths["json"], json.dumps(summary, indent=2, default=str))
+    _atomic_write(paths["md"], "\n".join(md))
+    _atomic_write(paths["html"], _PAGE.format(title="Ranker feature ablation", body="\n".join(body)))
+    return paths
