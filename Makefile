@@ -5,7 +5,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_ENABLE_UV_RUN_RUNTIME_ENV := 0
 
-.PHONY: setup demo test test-slow bench finetune ab-embeddings clean
+.PHONY: setup demo test test-slow bench finetune ab-embeddings nearline clean
 
 setup:
 	./scripts/setup.sh
@@ -23,12 +23,16 @@ bench: setup
 	$(PY) benchmarks/bench_world.py
 	$(PY) benchmarks/bench_estimators.py
 	$(PY) benchmarks/bench_embeddings.py
+	$(PY) benchmarks/bench_nearline.py  # a 10-minute stream
 
 finetune: setup  # LiPost: base vs single-task vs multi-task fine-tunes (about an hour on 2 cores)
 	$(PY) -m embeddings.compare $(ARGS)
 
 ab-embeddings: setup  # downstream A/B: the ranker with base vs fine-tuned post embeddings
 	$(PY) -m recsim.run experiment=embeddings_ab $(ARGS)
+
+nearline: setup  # replay the debug world's posts through the near-line path (Ray actors -> FAISS)
+	$(PY) -m embeddings.nearline $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache benchmarks/results
