@@ -23,6 +23,7 @@ bench: setup
 	$(PY) benchmarks/bench_world.py
 	$(PY) benchmarks/bench_estimators.py
 	$(PY) benchmarks/bench_embeddings.py
+	$(PY) benchmarks/bench_ranker.py
 	$(PY) benchmarks/bench_nearline.py  # a 10-minute stream
 
 finetune: setup  # LiPost: base vs single-task vs multi-task fine-tunes (about an hour on 2 cores)
