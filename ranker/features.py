@@ -75,19 +75,20 @@ def fit_projection(vectors: np.ndarray, dims: int | None, projection: str) -> np
     if projection == "none" or dims is None or dims >= vectors.shape[1]:
         return None
     if projection == "prefix":
-        return np.eye(vectors.shape[1])[:dims]
+        return np.eye(vectors.shape[1], dtype=np.float32)[:dims]
     centred = (vectors - vectors.mean(axis=0)).astype(np.float64)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    return vt[:dims] * np.sign(vt[:dims].sum(axis=1, keepdims=True) + 1e-30)  # fixed signs
+    basis = vt[:dims] * np.sign(vt[:dims].sum(axis=1, keepdims=True) + 1e-30)  # fixed signs
+    return basis.astype(np.float32)
 
 
 def project(vectors: np.ndarray, basis: np.ndarray | None) -> np.ndarray:
     """[N, D] -> [N, E] float32 unit vectors (unchanged when basis is None)."""
     if basis is None:
         return vectors.astype(np.float32)
-    out = vectors.astype(np.float64) @ basis.T
-    out /= np.linalg.norm(out, axis=1, keepdims=True).clip(1e-12)
-    return out.astype(np.float32)
+    out = vectors.astype(np.float32, copy=False) @ basis.T
+    out /= np.sqrt(np.einsum("be,be->b", out, out))[:, None].clip(1e-12)
+    return out
 
 
 class PointInTimeEvents:
