@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -204,7 +204,3 @@ def load_checkpoint(path: str | Path, space: FeatureSpace) -> MultiTaskRanker:
     model.load_state_dict(saved["state_dict"])
     model.eval()
     return model
-
-
-def metrics_dict(metrics: RankerMetrics) -> dict:
-    return asdict(metrics)
