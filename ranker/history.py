@@ -54,14 +54,23 @@ class MemberHistory:
         self.span = (self.t.max() - self.t0 + 1.0) if len(self.t) else 1.0
         self.keys = codes * self.span + (self.t - self.t0)
 
-    def vectors_at(self, member_ids: np.ndarray, t_hours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def vectors_at(self, member_ids: np.ndarray, t_hours: np.ndarray,
+                   fallback: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """[B, D] float32 vectors and [B] engagement counts, from engagements strictly before t.
 
-        Members with no earlier engagement get the prior (mean of all engaged posts).
+        Members with no earlier engagement get row i of `fallback` [B, D] when given (e.g. their
+        profile text through the post encoder), else the prior (mean of all engaged posts).
         """
         member_ids = np.asarray(member_ids)
         t_hours = np.broadcast_to(np.asarray(t_hours, dtype=np.float64), member_ids.shape)
-        vectors = np.tile(self.prior, (len(member_ids), 1))
+        if fallback is not None:
+            fallback = np.asarray(fallback, dtype=np.float64)
+            if fallback.shape != (len(member_ids), self.dim):
+                raise ValueError(f"fallback: expected shape ({len(member_ids)}, {self.dim}), got "
+                                 f"{fallback.shape}")
+            vectors = fallback.copy()
+        else:
+            vectors = np.tile(self.prior, (len(member_ids), 1))
         count = np.zeros(len(member_ids), dtype=np.int64)
         if len(self.t):
             pos = np.searchsorted(self.members, member_ids).clip(0, len(self.members) - 1)
