@@ -56,6 +56,7 @@ class NearlineConfig:
     max_wait_s: float = 0.2  # ... or this long after its first post arrived
     queue_size: int = 256  # posts waiting for a batch; the producer blocks when it is full
     report_every_s: float = 10.0  # log progress (and sample memory) this often
+    index: str = "Flat"  # the FAISS index built from the first batch: Flat or HNSW
     pool: ActorPoolConfig = field(default_factory=ActorPoolConfig)
 
 
@@ -168,8 +169,8 @@ def stream_posts(posts: pl.DataFrame, cfg: NearlineConfig, index=None,
     """Replay `posts` (post_id, text, created_at) as a stream; embed, store and index each.
 
     Args:
-        index: a ranker.retrieval.PostIndex to upsert into; None builds one (Flat) from the
-            first batch.
+        index: a ranker.retrieval.PostIndex to upsert into (e.g. built from a backfill); None
+            builds one of type `cfg.index` from the first batch.
         store: the embedding store to upsert into; None starts an empty one.
         pool: a running EmbeddingPool (warm actors); None starts one from `cfg.pool`.
         on_batch: called as on_batch(pool, n_searchable) after each upsert (tests use it to
@@ -177,8 +178,11 @@ def stream_posts(posts: pl.DataFrame, cfg: NearlineConfig, index=None,
 
     Returns (timings per post, the store, the index).
     """
-    from ranker.retrieval import PostIndex, RetrievalConfig
+    from ranker.retrieval import PostIndex, RetrievalConfig, index_type
 
+    if index is None and index_type(cfg.index) not in ("Flat", "HNSW"):
+        raise ValueError(f"nearline.index: {cfg.index} needs training; build it from a backfill "
+                         "and pass it as `index`, or use Flat or HNSW")
     for col in ("post_id", "text", "created_at"):
         if col not in posts.columns:
             raise ValueError(f"near-line posts: column '{col}' is missing")
@@ -190,6 +194,7 @@ def stream_posts(posts: pl.DataFrame, cfg: NearlineConfig, index=None,
     if cfg.limit:
         posts = posts.head(cfg.limit)
     ids = posts["post_id"].to_numpy()
+    created = posts["created_at"].to_numpy()
     texts = posts["text"].to_list()
     offsets = arrival_offsets(posts["created_at"], cfg.rate, cfg.arrivals)
     version = model_version(cfg.pool.encoder)
@@ -256,9 +261,10 @@ def stream_posts(posts: pl.DataFrame, cfg: NearlineConfig, index=None,
                 rows = np.asarray(batches.pop(key))
                 store.upsert(ids[rows], vectors, version)
                 if index is None:
-                    index = PostIndex(ids[rows], vectors, RetrievalConfig(index="Flat"))
+                    index = PostIndex(ids[rows], vectors, RetrievalConfig(index=cfg.index),
+                                      created=created[rows])
                 else:
-                    index.upsert(ids[rows], vectors)
+                    index.upsert(ids[rows], vectors, created=created[rows])
                 searchable[rows] = time.perf_counter() - start
                 n_done += len(rows)
                 if on_batch is not None:

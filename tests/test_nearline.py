@@ -36,9 +36,11 @@ def test_arrival_offsets_keep_order_gaps_and_mean_rate():
         arrival_offsets(pl.Series(created), 1.0, "poisson")
 
 
-def test_stream_rejects_posts_without_creation_time(small_corpus):
+def test_stream_rejects_bad_input_before_starting(small_corpus, small_world):
     with pytest.raises(ValueError, match="column 'created_at' is missing"):
         stream_posts(small_corpus.select("post_id", "text"), NearlineConfig())
+    with pytest.raises(ValueError, match="nearline.index: IVFPQ needs training"):
+        stream_posts(small_world.posts, NearlineConfig(index="IVFPQ"))
 
 
 @pytest.fixture
@@ -55,7 +57,7 @@ def test_killed_actor_loses_and_duplicates_nothing(small_world, ray_session):
     import ray
 
     posts = small_world.posts.sort("created_at", "post_id").head(64)
-    cfg = NearlineConfig(rate=400.0, max_batch=8, max_wait_s=0.05, queue_size=8,
+    cfg = NearlineConfig(rate=400.0, max_batch=8, max_wait_s=0.05, queue_size=8, index="HNSW",
                          pool=ActorPoolConfig(num_actors=2, threads_per_actor=1, encoder=TINY))
     killed = []
 
