@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--max-wait", type=float, default=0.2)
     parser.add_argument("--actors", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--backend", default="auto", help="torch | openvino | auto (as the demo)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -41,7 +42,7 @@ def main() -> None:
     posts = build_world(WorldConfig(n_members=500, n_impressions=5000,
                                     max_posts_per_source=None)).posts.sort("created_at", "post_id")
     pool_cfg = ActorPoolConfig(num_actors=args.actors, threads_per_actor=args.threads,
-                               encoder=EncoderConfig())
+                               encoder=EncoderConfig(backend=args.backend))
     pool = EmbeddingPool(pool_cfg)
     pool.wait_ready()
 
@@ -78,7 +79,7 @@ def main() -> None:
         "rss_growth_mb": total(last) - total(first),
         "data_growth_mb": last["store_mb"] - first["store_mb"] + index_mb,
         "max_batch": args.max_batch, "max_wait_s": args.max_wait,
-        "actors_x_threads": f"{args.actors}x{args.threads}"})
+        "actors_x_threads": f"{args.actors}x{args.threads}", "backend": args.backend})
     print(f"freshness p50 {summary['freshness_p50_s']:.3f} s, p99 {summary['freshness_p99_s']:.3f} s "
           f"(target <= 2), max {summary['freshness_max_s']:.3f} s over {summary['posts']} posts; "
           f"RSS {total(first):.0f} -> {total(last):.0f} MiB while the store and index grew by "
