@@ -262,7 +262,11 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
 def main(cfg: DictConfig) -> float:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    report = run(cfg, cfg.report.output_dir or HydraConfig.get().runtime.output_dir)
+    output_dir = cfg.report.output_dir or HydraConfig.get().runtime.output_dir
+    if cfg.get("retrieval_sweep") is not None:  # experiment=retrieval_sweep: a table, no A/B
+        from ranker.retrieval_eval import sweep_from_config
+        return sweep_from_config(cfg, output_dir)
+    report = run(cfg, output_dir)
     return report["lifts"][0]["lift"]
 
 

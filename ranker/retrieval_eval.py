@@ -1,0 +1,246 @@
+"""Retrieval evaluation: recall@K of held-out engagements per member-vector method and segment.
+
+    recsim-run experiment=retrieval_sweep            # the grid below, one table
+    recsim-run experiment=retrieval_sweep world=debug retrieval_sweep.dual_encoder.steps=20
+
+The log is split in time (the first `train_fraction` of impressions trains, the rest is held
+out). Every member with a held-out engagement is a query; recall@K is the share of their
+held-out engaged posts in their top K, averaged over members. The grid:
+
+    history      recency-weighted mean of engaged post vectors before the split, on each index
+                 type; members without history fall back to their profile text through the
+                 post encoder ("profile") or to the mean engaged post ("prior")
+    dual encoder member prompt (profile, numbers raw or quantized, recent posts) and posts
+                 through one shared backbone, untrained and after contrastive training on the
+                 training period (exact index)
+
+Segments: all members, new members (tenure <= new_member_tenure_days or at most
+new_member_max_history engagements before the split) and the rest. A second table probes how
+well each member embedding carries the numeric features: the cross-validated R^2 of a ridge
+regression from the vector to each feature's percentile rank.
+
+Writes retrieval_sweep.md, retrieval_sweep.csv and retrieval_sweep.json to the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from ranker.dual_encoder import (DualEncoder, DualEncoderConfig, member_prompts_at,
+                                 train_dual_encoder, training_examples)
+from ranker.history import MemberHistory
+from ranker.prompts import NUMERIC_FEATURES
+from ranker.retrieval import PostIndex, RetrievalConfig, index_type, recall_per_member
+from recsim.world import WORLD_START
+
+log = logging.getLogger(__name__)
+
+SEGMENTS = ("all", "new", "established")
+
+
+@dataclass
+class SweepConfig:
+    ks: list[int] = field(default_factory=lambda: [100, 500, 2000])
+    train_fraction: float = 0.7
+    engagement: str = "click"
+    indexes: list[str] = field(default_factory=lambda: ["Flat", "HNSW", "IVFFlat", "IVFPQ"])
+    history_fallbacks: list[str] = field(default_factory=lambda: ["profile", "prior"])
+    dual_encoder_numbers: list[str] = field(default_factory=lambda: ["raw", "quantized"])
+    train_dual_encoder: bool = True
+    new_member_tenure_days: int = 90
+    new_member_max_history: int = 2
+    probe_folds: int = 5
+    dual_encoder: DualEncoderConfig = field(default_factory=DualEncoderConfig)
+
+
+def segment_recall(per_member: pl.DataFrame, segment_of: pl.DataFrame,
+                   ks: list[int]) -> list[dict]:
+    """Mean recall@k per segment ('all' plus each value of segment_of's 'segment')."""
+    joined = per_member.join(segment_of, on="member_id", how="left")
+    rows = []
+    for seg in SEGMENTS:
+        part = joined if seg == "all" else joined.filter(pl.col("segment") == seg)
+        rows.append({"segment": seg, "members": part.height,
+                     **{f"recall@{k}": float(part[f"recall@{k}"].mean()) if part.height else None
+                        for k in ks}})
+    return rows
+
+
+def number_probe(vectors: np.ndarray, members: pl.DataFrame, folds: int, seed: int,
+                 ridge: float = 1.0) -> dict[str, float]:
+    """Cross-validated R^2 of a ridge regression from member vectors to each numeric feature's
+    percentile rank: how much of the number the embedding carries."""
+    rng = np.random.default_rng(seed)
+    fold = rng.permutation(len(vectors)) % folds
+    x = np.hstack([vectors, np.ones((len(vectors), 1))])
+    out = {}
+    for col in NUMERIC_FEATURES:
+        y = members[col].rank("average").to_numpy() / members.height
+        pred = np.empty_like(y)
+        for f in range(folds):
+            tr, te = fold != f, fold == f
+            w = np.linalg.solve(x[tr].T @ x[tr] + ridge * np.eye(x.shape[1]), x[tr].T @ y[tr])
+            pred[te] = x[te] @ w
+        out[col] = float(1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+    return out
+
+
+def run_sweep(world_cfg, embed_cfg, retrieval_cfg: RetrievalConfig, sweep: SweepConfig,
+              output_dir: str | Path, corpus: pl.DataFrame | None = None) -> dict:
+    """Build the world, evaluate every method of the grid, write the tables; return them."""
+    from embeddings.actors import embed_texts
+    from recsim.world import build_world
+
+    for kind in sweep.indexes:
+        index_type(kind)  # an unknown index type fails before any work
+    for fb in sweep.history_fallbacks:
+        if fb not in ("profile", "prior"):
+            raise ValueError(f"retrieval_sweep.history_fallbacks: unknown {fb!r}; choose from "
+                             "['profile', 'prior']")
+    ks = sorted(sweep.ks)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    # 1. World, split in time; queries are the members with held-out engagements.
+    world = build_world(world_cfg, corpus)
+    imps, members, posts = world.impressions, world.members, world.posts
+    split_time = imps["timestamp"].quantile(sweep.train_fraction, "nearest")
+    train_imps = imps.filter(pl.col("timestamp") < split_time)
+    held_out = (imps.filter((pl.col("timestamp") >= split_time) & pl.col(sweep.engagement))
+                .select("member_id", "post_id").unique())
+    query_members = held_out["member_id"].unique().sort().to_numpy()
+    split_h = (split_time - WORLD_START).total_seconds() / 3600
+    post_ids = posts["post_id"].to_numpy()
+    k_max = min(max(ks), len(post_ids))
+    timings["world"] = time.perf_counter() - t0
+    log.info("sweep: %d posts, %d query members, %d held-out engagements", len(post_ids),
+             len(query_members), held_out.height)
+
+    # 2. Post vectors (the run's post encoder) and history vectors at the split.
+    t = time.perf_counter()
+    post_vectors = embed_texts(posts["text"].to_list(), embed_cfg, desc="embedding posts")
+    history = MemberHistory(train_imps, post_ids, post_vectors, retrieval_cfg.history_halflife_days,
+                            sweep.engagement)
+    query_rows = members.filter(pl.col("member_id").is_in(query_members.tolist())).sort("member_id")
+    profile_vectors = embed_texts(query_rows["profile_text"].to_list(), embed_cfg,
+                                  desc="embedding profiles")
+    _, counts = history.vectors_at(query_members, np.full(len(query_members), split_h))
+    segment_of = pl.DataFrame({"member_id": query_members, "n_history": counts}).join(
+        members.select("member_id", "tenure_days"), on="member_id").with_columns(
+        segment=pl.when((pl.col("tenure_days") <= sweep.new_member_tenure_days)
+                        | (pl.col("n_history") <= sweep.new_member_max_history))
+        .then(pl.lit("new")).otherwise(pl.lit("established")))
+    timings["post_embeddings"] = time.perf_counter() - t
+
+    rows: list[dict] = []
+
+    def evaluate(method, numbers, trained, kind, vectors_p, queries, seconds=None):
+        cfg = dataclasses.replace(retrieval_cfg, index=kind, top_k=k_max)
+        t_build = time.perf_counter()
+        index = PostIndex(post_ids, vectors_p, cfg)
+        t_search = time.perf_counter()
+        retrieved = index.search(query_members, queries, k_max)
+        t_end = time.perf_counter()
+        per_member = recall_per_member(retrieved, held_out, tuple(ks))
+        for r in segment_recall(per_member, segment_of.select("member_id", "segment"), ks):
+            rows.append({"member_vectors": method, "numbers": numbers, "trained": trained,
+                         "index": kind, **r, "build_s": t_search - t_build,
+                         "search_s": t_end - t_search, "train_s": seconds})
+        log.info("%s %s %s %s: recall@%d %.3f", method, numbers, trained, kind, ks[-1],
+                 rows[-3][f"recall@{ks[-1]}"])
+
+    # 3. History vectors on every index type (and the other fallbacks on the exact index).
+    for i, fb in enumerate(sweep.history_fallbacks):
+        queries, _ = history.vectors_at(query_members, np.full(len(query_members), split_h),
+                                        fallback=profile_vectors if fb == "profile" else None)
+        for kind in (sweep.indexes if i == 0 else sweep.indexes[:1]):
+            evaluate(f"history ({fb} fallback)", "-", "-", index_type(kind), post_vectors, queries)
+
+    # 4. Dual encoder: raw vs quantized numbers, untrained vs trained (exact index).
+    probe_rows = []
+    all_members = members.sort("member_id")
+    for numbers in sweep.dual_encoder_numbers:
+        de_cfg = dataclasses.replace(sweep.dual_encoder, engagement=sweep.engagement,
+                                     prompt=dataclasses.replace(sweep.dual_encoder.prompt,
+                                                                numbers=numbers))
+        encoder = DualEncoder(de_cfg)
+        prompts = member_prompts_at(train_imps, posts, members, all_members["member_id"].to_numpy(),
+                                    split_h, de_cfg)
+        is_query = np.isin(all_members["member_id"].to_numpy(), query_members)
+        stages = [("untrained", None)]
+        if sweep.train_dual_encoder:
+            stages.append(("trained", de_cfg))
+        for stage, train_cfg in stages:
+            seconds = None
+            if train_cfg is not None:
+                t = time.perf_counter()
+                examples = training_examples(train_imps, posts, members, train_cfg)
+                train_dual_encoder(encoder, examples, posts, train_cfg)
+                seconds = time.perf_counter() - t
+            member_vectors = encoder.embed_members(prompts)
+            evaluate("dual encoder", numbers, stage, "Flat", encoder.embed_posts(posts),
+                     member_vectors[is_query], seconds)
+            probe_rows.append({"member_vectors": "dual encoder", "numbers": numbers,
+                               "trained": stage, **number_probe(member_vectors, all_members,
+                                                                sweep.probe_folds, world_cfg.seed)})
+    timings["total"] = time.perf_counter() - t0
+
+    table = pl.DataFrame(rows)
+    probe = pl.DataFrame(probe_rows) if probe_rows else pl.DataFrame()
+    result = {"table": table, "number_probe": probe, "timings": timings,
+              "world": {"posts": len(post_ids), "members": members.height,
+                        "impressions": imps.height, "query_members": len(query_members),
+                        "held_out": held_out.height, "split": str(split_time)}}
+    write_tables(result, output_dir)
+    return result
+
+
+def write_tables(result: dict, output_dir: str | Path) -> None:
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table, probe = result["table"], result["number_probe"]
+    table.write_csv(out / "retrieval_sweep.csv")
+    (out / "retrieval_sweep.json").write_text(json.dumps(
+        {"recall": table.to_dicts(), "number_probe": probe.to_dicts(),
+         "timings": result["timings"], "world": result["world"]}, indent=2, default=str))
+    lines = ["# Retrieval sweep", "",
+             "recall@K of each query member's held-out engagements (mean over members); "
+             f"world: {result['world']}", "", _markdown(table)]
+    if probe.height:
+        lines += ["", "## Numbers carried by the member embedding",
+                  "", "cross-validated R^2 of a ridge probe from the member vector to each "
+                  "feature's percentile rank", "", _markdown(probe)]
+    (out / "retrieval_sweep.md").write_text("\n".join(lines) + "\n")
+    log.info("retrieval sweep tables in %s", out)
+
+
+def _markdown(frame: pl.DataFrame) -> str:
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    head = "| " + " | ".join(frame.columns) + " |"
+    sep = "|" + "---|" * len(frame.columns)
+    body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.iter_rows()]
+    return "\n".join([head, sep, *body])
+
+
+def sweep_from_config(cfg, output_dir: str | Path) -> float:
+    """The Hydra entry (recsim-run experiment=retrieval_sweep): build the stage configs from
+    the composed config, run the sweep, log the table; return history recall@max(K) (all)."""
+    from hydra.utils import instantiate
+
+    sweep: SweepConfig = instantiate(cfg.retrieval_sweep)
+    result = run_sweep(instantiate(cfg.world), instantiate(cfg.embeddings),
+                       instantiate(cfg.retrieval), sweep, output_dir)
+    table = result["table"]
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, float_precision=4):
+        log.info("retrieval sweep:\n%s", table.drop("build_s", "search_s", "train_s"))
+        if result["number_probe"].height:
+            log.info("numbers carried by the member embedding (R^2):\n%s", result["number_probe"])
+    return float(table[f"recall@{max(sweep.ks)}"][0])
