@@ -61,6 +61,7 @@ class RetrievalConfig:
     pq_m: int | None = None
     pq_bits: int = 8
     compact_fraction: float = 0.2  # HNSW: rebuild once tombstones exceed this share
+    max_train_points: int | None = 100_000  # IVF / PQ k-means on a seeded sample of this size
     seed: int = 0  # k-means initialisation of IVF / PQ training
 
 
@@ -138,7 +139,7 @@ class PostIndex:
         if self.kind == "HNSW":
             inner.hnsw.efConstruction = cfg.ef_construction
         if not inner.is_trained:
-            _train(inner, x, cfg.seed)
+            _train(inner, x, cfg.seed, cfg.max_train_points)
         # IVF indexes store ids themselves; an IndexIDMap over one breaks after a removal
         # (IVF keeps its stored ids where the map expects them renumbered).
         self.index = inner if self.kind in ("IVFFlat", "IVFPQ") else faiss.IndexIDMap2(inner)
@@ -385,8 +386,10 @@ class PostIndex:
         return self
 
 
-def _train(inner, x: np.ndarray, seed: int) -> None:
-    """Train IVF / PQ quantizers with a fixed k-means seed (reproducible builds)."""
+def _train(inner, x: np.ndarray, seed: int, max_points: int | None) -> None:
+    """Train IVF / PQ quantizers on a seeded sample with fixed k-means seeds (reproducible)."""
+    if max_points and len(x) > max_points:
+        x = x[np.sort(np.random.default_rng(seed).choice(len(x), max_points, replace=False))]
     ivf = faiss.downcast_index(faiss.extract_index_ivf(inner))
     ivf.cp.seed = seed
     if isinstance(ivf, faiss.IndexIVFPQ):
