@@ -25,6 +25,7 @@ bench: setup
 	$(PY) benchmarks/bench_embeddings.py
 	$(PY) benchmarks/bench_ranker.py
 	$(PY) benchmarks/bench_nearline.py  # a 10-minute stream
+	$(PY) benchmarks/bench_retrieval.py  # 1M vectors, top-2000: about 10 minutes
 
 finetune: setup  # LiPost: base vs single-task vs multi-task fine-tunes (about an hour on 2 cores)
 	$(PY) -m embeddings.compare $(ARGS)
