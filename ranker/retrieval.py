@@ -304,6 +304,12 @@ class PostIndex:
         params = self._params(sel)
         if self.kind == "HNSW" and self.cfg.ef_search < k:
             params.efSearch = k  # HNSW returns at most efSearch results
+        if self.kind in ("IVFFlat", "IVFPQ"):
+            scanned = self.index.ntotal * min(self.cfg.nprobe, self.index.nlist) / self.index.nlist
+            if scanned < k:
+                log.warning("IVF search scans about %d posts (nprobe=%d of %d lists) for k=%d: "
+                            "most results will be missing; raise retrieval.nprobe", scanned,
+                            self.cfg.nprobe, self.index.nlist, k)
         scores, labels = self.index.search(x, k, params=params)
         del keep_alive
         post_ids = np.where(labels >= 0, self.post_of_label[labels.clip(0)], -1)
