@@ -112,14 +112,18 @@ class SegmentLift:
     p_adjusted: float  # Holm over every segment in the table
 
 
-def member_segments(members: pl.DataFrame, new_member_days: int = 90) -> pl.DataFrame:
-    """(member_id, tenure, activity): new vs tenured, and activity terciles (low / mid / high)."""
+def member_segments(members: pl.DataFrame, new_member_days: int = 90,
+                    languages: bool = False) -> pl.DataFrame:
+    """(member_id, tenure, activity[, lang]): new vs tenured, activity terciles (low / mid /
+    high), and with `languages` the member's language (multilingual worlds)."""
+    extra = {"lang": pl.col("lang")} if languages else {}
     return members.select(
         "member_id",
         tenure=pl.when(pl.col("tenure_days") < new_member_days).then(pl.lit("new"))
         .otherwise(pl.lit("tenured")),
         activity=pl.col("activity_level").qcut([1 / 3, 2 / 3], labels=["low", "mid", "high"])
         .cast(pl.String),
+        **extra,
     )
 
 

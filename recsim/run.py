@@ -198,7 +198,8 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
         lifts = list(ab.offline_lifts(sim.estimators, framed["control"], framed["treatment"],
                                       boot, ray_shards=sim.ray_shards).values())
         segments = ab.segment_lifts(sim.segment_estimator, framed["control"],
-                                    framed["treatment"], ab.member_segments(world.members), boot)
+                                    framed["treatment"], ab.member_segments(
+                                        world.members, languages=world_cfg.language_weight > 0), boot)
         # The logging policy evaluated on its own log (target = propensity): the on-policy mean.
         on_policy = framed["control"].with_columns(target_prob=pl.col("propensity"))
         logging_value, _ = estimators.estimate("ips", on_policy, boot, sim.alpha)

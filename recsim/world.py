@@ -23,7 +23,14 @@ How one request is simulated (`build_world`, all steps vectorised over requests)
        earlier slots, is the logged `propensity`; per request and slot they sum to 1.
     4. The member responds (see `UserModel`): a position-based click model with examination
        probability position ** -position_decay, and a relevance from topic affinity, author
-       affinity, freshness and post quality; likes, comments, shares and dwell follow a click.
+       affinity, freshness, post quality and (when `language_weight` > 0) language: a post in
+       a language the member does not read costs `language_weight` on the logit, an English
+       post half of it (a second language for most); likes, comments, shares and dwell follow
+       a click.
+
+Multilingual worlds (conf/world/multilingual.yaml): add the corpus sources `parlspeech` (de, en,
+es, nl) and `slo_comments` (sl), give members those languages (`member_langs`), and set
+`language_weight`; the A/B report then also shows lift per member language.
 
 Shape legend: R requests, S slate size, C candidates per request, T topics, D latent dim.
 """
@@ -70,6 +77,7 @@ class WorldConfig:
     corpus_sources: tuple[str, ...] = SOURCES
     max_posts_per_source: int | None = 20_000
     member_langs: dict[str, float] = field(default_factory=lambda: {"en": 0.95, "es": 0.05})
+    language_weight: float = 0.0  # logit cost of a post in a foreign language (English: half)
     # hidden member state
     interest_concentration: float = 0.3  # Dirichlet alpha over topics; small = focused members
     latent_dim: int = 8
@@ -113,6 +121,8 @@ class UserModel:
     post_topic:     [P] topic index; post_author: [P] author index
     post_quality:   [P] additive logit term
     post_created:   [P] hours since WORLD_START
+    language_gap:   [N, L] 0 (member's language), 0.5 (English, not the member's) or 1, per
+                    post language; post_lang: [P] index into its columns (None: no languages)
     member_ids / post_ids: sorted ids; row i of the arrays belongs to member_ids[i] / post_ids[i]
     """
 
@@ -126,6 +136,8 @@ class UserModel:
     post_author: np.ndarray
     post_quality: np.ndarray
     post_created: np.ndarray
+    language_gap: np.ndarray | None = None
+    post_lang: np.ndarray | None = None
 
     def member_index(self, member_ids: np.ndarray) -> np.ndarray:
         return lookup_sorted(self.member_ids, member_ids, "member_id")
@@ -144,8 +156,11 @@ class UserModel:
         ) / np.sqrt(c.latent_dim)
         age = np.maximum(t_hours - self.post_created[p], 0.0)
         fresh = 0.5 ** (age / c.freshness_halflife_hours)
-        return (c.base_logit + c.topic_weight * self.topic_affinity(m, p)
-                + c.author_weight * author_aff + c.freshness_weight * fresh + self.post_quality[p])
+        logit = (c.base_logit + c.topic_weight * self.topic_affinity(m, p)
+                 + c.author_weight * author_aff + c.freshness_weight * fresh + self.post_quality[p])
+        if c.language_weight and self.language_gap is not None:
+            logit = logit - c.language_weight * self.language_gap[m, self.post_lang[p]]
+        return logit
 
     def examination(self, position: np.ndarray) -> np.ndarray:
         return np.asarray(position, dtype=np.float64) ** -self.config.position_decay
@@ -185,6 +200,18 @@ class UserModel:
             p_click=probs["click"], p_like=probs["like"], p_comment=probs["comment"],
             p_share=probs["share"], e_dwell_seconds=probs["dwell_seconds"],
         )
+
+
+def language_gaps(member_lang: pl.Series, post_lang: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """[N, L] gap of each member to each post language (0 own, 0.5 English, 1 other) and [P]
+    post language indices into its columns."""
+    langs = sorted(set(post_lang.to_list()))
+    index = {lang: i for i, lang in enumerate(langs)}
+    post_idx = np.array([index[x] for x in post_lang.to_list()], dtype=np.int64)
+    cols = np.array(langs)
+    own = member_lang.to_numpy()[:, None] == cols[None, :]
+    gap = np.where(own, 0.0, np.where(cols[None, :] == "en", 0.5, 1.0))
+    return gap, post_idx
 
 
 def lookup_sorted(sorted_ids: np.ndarray, ids: np.ndarray, name: str) -> np.ndarray:
@@ -384,9 +411,11 @@ def build_world(cfg: WorldConfig, corpus: pl.DataFrame | None = None) -> World:
     members, interests, member_latent = _make_members(cfg, rng)
     authors, posts, author_latent, post_topic, post_author, quality, created = (
         _make_authors_and_posts(cfg, corpus, rng))
+    language_gap, post_lang = (language_gaps(members["lang"], posts["lang"])
+                               if cfg.language_weight else (None, None))
     truth = UserModel(cfg, members["member_id"].to_numpy(), posts["post_id"].to_numpy(),
                       interests, member_latent, author_latent, post_topic, post_author,
-                      quality, created)
+                      quality, created, language_gap, post_lang)
 
     # 2. Requests: members in proportion to activity, times uniform over the window.
     n_req = max(cfg.n_impressions // cfg.slate_size, 1)

@@ -88,3 +88,131 @@ def test_q4_dequantisation_by_hand():
     nibbles = bytes((j & 0x0F) | (((j + 1) & 0x0F) << 4) for j in range(16))
     row = dequantize_q4_0(scale + nibbles, 1, 32)[0]
     assert row[0] == (0 - 8) * 0.5 and row[16] == (1 - 8) * 0.5 and row[15] == (15 - 8) * 0.5
+
+
+# --- multilingual corpus and tasks ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ml_corpus():
+    from embeddings.multilingual import load_multilingual_corpus
+
+    return load_multilingual_corpus()
+
+
+def test_multilingual_corpus_languages_and_sources(ml_corpus):
+    import polars as pl
+
+    langs = ml_corpus.group_by("source").agg(pl.col("lang").unique().sort())
+    by_source = dict(zip(langs["source"], langs["lang"].to_list()))
+    assert by_source["parlspeech"] == ["de", "en", "es", "nl"]
+    assert by_source["slo_comments"] == ["sl"]
+    assert {"en", "es"} <= set(by_source["election_tweets"])
+    tweets = ml_corpus.filter(pl.col("source") == "election_tweets")
+    assert tweets.filter(pl.col("lang") == "en").height == 400  # sampled down
+    assert tweets.filter(pl.col("lang") == "es").height >= 90  # all kept
+    # Agenda labels only on speeches of debates with >= 8 speeches.
+    agenda = ml_corpus.drop_nulls("label_agenda")
+    assert set(agenda["lang"]) <= {"de", "en", "es"}
+    assert agenda.group_by("label_agenda").len()["len"].min() >= 8
+
+
+def test_multilingual_tasks(ml_corpus):
+    from embeddings.tasks import MULTILINGUAL_TASKS, build_task
+
+    counts = {"parl_agenda_en": 5, "parl_agenda_es": 5}
+    tasks = {n: build_task(n, ml_corpus, counts.get(n, 20)) for n in MULTILINGUAL_TASKS}
+    assert tasks["language_id"].labels == ["de", "en", "es", "nl", "sl"]
+    assert tasks["language_id"].descriptions[0] == "a text written in German"
+    assert tasks["slo_topic"].labels == sorted(["Šport", "Gospodarstvo", "Politika", "Drugo"])
+    assert {"CDU/CSU", "SPD", "FDP"} <= set(tasks["parl_party_de"].labels)
+    assert {"Con", "Lab"} <= set(tasks["parl_party_en"].labels)
+    for name, task in tasks.items():
+        assert len(task.labels) >= 2, name
+        assert task.splits["test"].height > 0 and task.splits["train"].height > 0, name
+    # A party task holds one language only: no English speech in the German task.
+    german = set(tasks["parl_party_de"].splits["train"]["text"])
+    assert not german & set(tasks["parl_party_en"].splits["train"]["text"])
+
+
+def test_e5_prefix_and_evaluation_view(ml_corpus):
+    from embeddings.multilingual import for_evaluation, with_prefix
+    from embeddings.tasks import build_task
+
+    task = build_task("slo_topic", ml_corpus)
+    prefixed = with_prefix(task, "query: ")
+    assert all(t.startswith("query: ") for t in prefixed.splits["train"]["text"])
+    assert all(d.startswith("query: ") for d in prefixed.descriptions)
+    view = for_evaluation(task)
+    assert view.splits["test"].height == task.splits["test"].height + task.splits["validation"].height
+
+
+def test_cross_lingual_retrieval_on_a_tiny_sample(ml_corpus):
+    import polars as pl
+
+    from embeddings.multilingual import cross_lingual_retrieval
+    from recsim.corpus import load_corpus
+
+    english = load_corpus(("newsgroups", "reuters"), max_per_source=300)
+    encoder = load_encoder(EncoderConfig(num_layers=2, precision="fp32", max_length=32))
+    table = cross_lingual_retrieval(encoder, ml_corpus, english, "tiny", n_queries=8,
+                                    n_pool_per_topic=6)
+    assert set(table["query_lang"]) == {"de", "es", "nl", "sl"}
+    assert table["precision@10"].is_between(0, 1).all() and table["mrr"].is_between(0, 1).all()
+    assert table.filter(pl.col("query_lang") == "de")["topics"].item() == "politics"
+
+
+# --- multilingual world -----------------------------------------------------------------------
+
+def test_language_gaps():
+    import polars as pl
+
+    from recsim.world import language_gaps
+
+    gap, post_idx = language_gaps(pl.Series(["de", "en", "sl"]), pl.Series(["en", "de", "es", "de"]))
+    # columns: de, en, es
+    assert gap.tolist() == [[0.0, 0.5, 1.0], [1.0, 0.0, 1.0], [1.0, 0.5, 1.0]]
+    assert post_idx.tolist() == [1, 0, 2, 0]
+
+
+def test_multilingual_world_prefers_own_language():
+    import polars as pl
+
+    from recsim import ab
+    from recsim.world import WorldConfig, build_world
+
+    cfg = WorldConfig(n_members=300, n_authors=100, n_impressions=3000, max_posts_per_source=150,
+                      corpus_sources=("newsgroups", "election_tweets", "parlspeech", "slo_comments"),
+                      member_langs={"en": 0.5, "de": 0.25, "sl": 0.25}, language_weight=2.0)
+    world = build_world(cfg)
+    assert {"de", "en", "es", "nl", "sl"} <= set(world.posts["lang"])
+    truth = world.truth
+    # The same member, the same moment: a post in their language beats a foreign one by the
+    # language weight (after removing topic, author, freshness and quality differences).
+    de_member = int(np.flatnonzero(world.members["lang"].to_numpy() == "de")[0])
+    langs = world.posts["lang"].to_numpy()
+    own, foreign, english = (int(np.flatnonzero(langs == x)[0]) for x in ("de", "nl", "en"))
+    gap = truth.language_gap[de_member, truth.post_lang[[own, foreign, english]]]
+    assert gap.tolist() == [0.0, 1.0, 0.5]
+    segments = ab.member_segments(world.members, languages=True)
+    assert set(segments["lang"]) == {"de", "en", "sl"}
+    assert "lang" not in ab.member_segments(world.members).columns
+
+
+def test_default_world_has_no_language_term():
+    from recsim.world import WorldConfig
+
+    assert WorldConfig().language_weight == 0.0
+
+
+def test_multilingual_comparison_config_composes():
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "embeddings" / "finetune"
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
+        cfg = compose("multilingual", overrides=["training=debug", "evaluation=debug"])
+    from embeddings.tasks import MULTILINGUAL_TASKS
+
+    assert list(cfg.tasks) == list(MULTILINGUAL_TASKS)
+    assert cfg.training.steps == 6 and cfg.evaluation.n_test == 30  # the debug groups win
