@@ -9,7 +9,7 @@ and the ground-truth lift from the world's user model.
 
     python -m ranker.ablation multirun/ranker_ablation/<date>_<time> [--estimators snips replay]
 
-The sweep runs it itself at its end (the `AblationSummary` Hydra callback in the experiment).
+The sweep runs it itself after each job (the `AblationSummary` Hydra callback in the experiment).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import logging
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
@@ -72,13 +73,23 @@ def summarize(sweep_dir: str | Path, estimators: list[str] | tuple[str, ...] = (
 
 
 class AblationSummary(Callback):
-    """Hydra callback: summarise the sweep when the multirun ends."""
+    """Hydra callback: rewrite the sweep's summary after every job of a multirun.
+
+    After each job rather than at the multirun's end: Hydra skips `on_multirun_end` when a job
+    fails (e.g. the fine-tuned variant without `.cache/models/multitask`), and the summary of
+    the variants that did run should still be there, with the failed job named.
+    """
 
     def __init__(self, estimators: list[str] | None = None):
         self.estimators = list(estimators or ("snips", "replay"))
 
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        summarize(config.hydra.sweep.dir, self.estimators)
+    def on_job_end(self, config: DictConfig, job_return=None, **kwargs) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        try:
+            summarize(config.hydra.sweep.dir, self.estimators)
+        except FileNotFoundError as err:  # no job has finished yet
+            log.warning("ranker ablation summary: %s", err)
 
 
 def main() -> None:

@@ -49,3 +49,28 @@ def test_an_empty_sweep_fails_clearly(tmp_path):
         summarize(tmp_path)
     with pytest.raises(FileNotFoundError, match="no such sweep directory"):
         summarize(tmp_path / "missing")
+
+
+@pytest.mark.slow
+def test_sweep_summary_names_a_failed_job(tmp_path):
+    """A real tiny multirun of two jobs, the second with a missing encoder directory: the sweep
+    fails with the clear error, and the callback has still summarised the job that ran."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "recsim.run", "-m", "experiment=ranker_ablation",
+         "hydra.sweeper.params.ablation=no_counts", "sim.control.encoder_dir=null,no_such_model",
+         "sim.n_bootstrap=50", "world.n_members=300", "world.n_impressions=6000",
+         "world.max_posts_per_source=100", "embeddings.encoder.num_layers=2",
+         f"hydra.sweep.dir={tmp_path}"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=900,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    assert proc.returncode != 0 and "no_such_model is not a model directory" in proc.stderr
+    summary = json.loads((tmp_path / "ablation.json").read_text())
+    assert [v["variant"] for v in summary["variants"]] == ["no_counts"]
+    (failed,) = summary["failed_jobs"]  # job directories are named by their overrides
+    assert failed.startswith("1_ablation=no_counts,") and "encoder_dir=no_such_model" in failed
+    assert "Failed jobs" in (tmp_path / "ablation.md").read_text()
