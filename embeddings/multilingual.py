@@ -12,6 +12,9 @@ a hit is a post with the query's topic; 5. the table, the issue's targets, measu
 
 e5 expects a prefix: every text and label description is given "query: " (the model card's
 advice for classification and clustering); MiniLM sees the texts as they are.
+`models=[e5-multitask]` trains and evaluates only the fine-tune (`[minilm,e5]`: only the frozen
+ones): each model's results are kept under models_dir/multilingual-eval and reused, so two
+processes can share the work and a last run with every model only writes the table.
 Evaluation uses the tasks' test and validation splits together (validation is only used for
 a loss figure during training, never to pick a model), because the per-language samples are
 small (about 80-170 texts per party task).
@@ -20,6 +23,7 @@ small (about 80-170 texts per party task).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -233,17 +237,35 @@ def compare_multilingual(cfg: DictConfig, output_dir: str | Path) -> dict:
     xl = dict(n_queries=cfg.cross_lingual.n_queries, n_pool_per_topic=cfg.cross_lingual.n_pool_per_topic,
               seed=cfg.seed)
 
-    def run(encoder_cfg: EncoderConfig, model_tasks: dict, name: str, prefix: str):
+    cache_dir = Path(cfg.models_dir) / "multilingual-eval"  # per-model results, reused
+    eval_key = {"evaluation": dataclasses.asdict(eval_cfg), "cross_lingual": xl, "tasks": names,
+                "max_length": cfg.training.max_length, "corpus": cfg.max_english_tweets,
+                "min_label_count": OmegaConf.to_container(cfg.min_label_count)}
+
+    def run(encoder_cfg: EncoderConfig, model_tasks: dict, name: str, prefix: str, model_id):
+        key = hashlib.sha256(json.dumps({**eval_key, "model": model_id}, sort_keys=True,
+                                        default=str).encode()).hexdigest()[:16]
+        cached = cache_dir / f"{name}-{key}"
+        if (cached / "cross.parquet").exists():
+            log.info("%s: reusing %s", name, cached)
+            return pl.read_parquet(cached / "table.parquet"), pl.read_parquet(cached / "cross.parquet")
         encoder = load_encoder(encoder_cfg)
         table = evaluate_per_language(encoder, model_tasks, eval_cfg, name)
         cross = cross_lingual_retrieval(encoder, corpus, english, name, prefix, **xl)
+        cached.mkdir(parents=True, exist_ok=True)
+        table.write_parquet(cached / "table.parquet")
+        cross.write_parquet(cached / "cross.parquet")
         log.info("%s evaluated (%.1f min so far)", name, (time.perf_counter() - start) / 60)
         return table, cross
 
     # 2. Frozen English MiniLM and frozen multilingual e5.
     max_len = cfg.training.max_length
-    results = [run(EncoderConfig(max_length=max_len), tasks, "minilm", ""),
-               run(EncoderConfig(model_dir=e5_dir, max_length=max_len), e5_tasks, "e5", E5_PREFIX)]
+    results = []
+    if "minilm" in cfg.models:
+        results.append(run(EncoderConfig(max_length=max_len), tasks, "minilm", "", "minilm"))
+    if "e5" in cfg.models:
+        results.append(run(EncoderConfig(model_dir=e5_dir, max_length=max_len), e5_tasks, "e5",
+                           E5_PREFIX, e5_dir))
 
     # 3. Multi-task fine-tune of e5 on the training splits of every task.
     training = OmegaConf.to_container(cfg.training, resolve=True)
@@ -252,11 +274,13 @@ def compare_multilingual(cfg: DictConfig, output_dir: str | Path) -> dict:
     model_dir = Path(cfg.models_dir) / "e5-multitask"
     done = model_dir / "training.json"
     wanted = {**dataclasses.asdict(tcfg), "tasks": names}
-    if not (done.exists() and json.loads(done.read_text())["config"] == wanted):
-        train(e5_tasks, tcfg, model_dir)
-    trained = json.loads(done.read_text())
-    results.append(run(EncoderConfig(model_dir=str(model_dir), max_length=max_len), e5_tasks,
-                       "e5-multitask", E5_PREFIX))
+    trained = None
+    if "e5-multitask" in cfg.models:
+        if not (done.exists() and json.loads(done.read_text())["config"] == wanted):
+            train(e5_tasks, tcfg, model_dir)
+        trained = json.loads(done.read_text())
+        results.append(run(EncoderConfig(model_dir=str(model_dir), max_length=max_len), e5_tasks,
+                           "e5-multitask", E5_PREFIX, trained))
 
     # 4./5. Table, cross-lingual retrieval, targets.
     table = pl.concat([r[0] for r in results], how="diagonal")
@@ -265,9 +289,10 @@ def compare_multilingual(cfg: DictConfig, output_dir: str | Path) -> dict:
     table = table.with_columns(n_test=pl.col("task").replace_strict(n_test, return_dtype=pl.Int64))
     wide, targets = summarize(table, int(table["dim"].max()))
     budget = {"steps": tcfg.steps, "batch_size": tcfg.batch_size, "max_length": tcfg.max_length,
-              "learning_rate": tcfg.learning_rate,
-              "validation_loss": [round(trained["validation_loss_before"], 4),
-                                  round(trained["validation_loss_after"], 4)]}
+              "learning_rate": tcfg.learning_rate}
+    if trained:
+        budget["validation_loss"] = [round(trained["validation_loss_before"], 4),
+                                     round(trained["validation_loss_after"], 4)]
     minutes = (time.perf_counter() - start) / 60
     markdown = render(wide, table, cross, targets, budget, minutes)
     out.mkdir(parents=True, exist_ok=True)
