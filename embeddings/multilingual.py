@@ -1,6 +1,6 @@
 """Multilingual posts: the English MiniLM vs multilingual e5, frozen vs multi-task fine-tuned.
 
-    python -m embeddings.multilingual                    # the comparison (~30 min on 2 cores)
+    python -m embeddings.multilingual                    # the comparison (~25 min on 2 cores)
     python -m embeddings.multilingual training=debug evaluation=debug   # a quick check
 
 Steps: 1. the multilingual corpus (ParlSpeech de/en/es/nl, Slovenian news comments, election
@@ -221,10 +221,10 @@ def compare_multilingual(cfg: DictConfig, output_dir: str | Path) -> dict:
     start = time.perf_counter()
     out = Path(output_dir)
     eval_cfg = EvalConfig(**OmegaConf.to_container(cfg.evaluation, resolve=True), seed=cfg.seed)
-    names = list(cfg.tasks)
+    names = list(cfg.multilingual_tasks)
     unknown = sorted(set(names) - set(MULTILINGUAL_TASKS))
     if unknown:
-        raise ValueError(f"tasks: not multilingual tasks: {unknown}; choose from {MULTILINGUAL_TASKS}")
+        raise ValueError(f"multilingual_tasks: not multilingual tasks: {unknown}; choose from {MULTILINGUAL_TASKS}")
 
     # 1. The multilingual corpus and its tasks; English posts for the cross-lingual pool.
     corpus = load_multilingual_corpus(cfg.max_english_tweets, seed=cfg.seed)

@@ -214,5 +214,5 @@ def test_multilingual_comparison_config_composes():
         cfg = compose("multilingual", overrides=["training=debug", "evaluation=debug"])
     from embeddings.tasks import MULTILINGUAL_TASKS
 
-    assert list(cfg.tasks) == list(MULTILINGUAL_TASKS)
+    assert list(cfg.multilingual_tasks) == list(MULTILINGUAL_TASKS)
     assert cfg.training.steps == 6 and cfg.evaluation.n_test == 30  # the debug groups win
