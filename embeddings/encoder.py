@@ -159,12 +159,13 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
 def embed_batch(encoder: Encoder, texts: list[str]) -> np.ndarray:
     """Texts -> [B, dim] float32 unit vectors (Matryoshka-truncated when cfg.dim is set)."""
     cfg = encoder.config
-    # OpenVINO compiles kernels per input shape: padding lengths to a multiple of 16 keeps the
-    # number of distinct shapes (and first-call compilations) small.
     texts = [cfg.text_prefix + t for t in texts] if cfg.text_prefix else list(texts)
+    # Kernels are cached per input shape (oneDNN primitives, OpenVINO compilations): padding
+    # lengths to a multiple of 16 keeps the number of distinct shapes, and so a long-running
+    # actor's memory, small. Padded tokens are masked out, so the vectors do not change.
     tokens = encoder.tokenizer(texts, padding=True, truncation=True,
                                max_length=cfg.max_length, return_tensors="pt",
-                               pad_to_multiple_of=16 if encoder.compiled else None).to(encoder.device)
+                               pad_to_multiple_of=16).to(encoder.device)
     with torch.inference_mode():
         if encoder.compiled is not None:
             hidden = torch.from_numpy(encoder.compiled(dict(tokens))[0])
