@@ -78,24 +78,32 @@ def task_probabilities(tasks: dict[str, Task], cfg: TrainConfig) -> np.ndarray:
     return w / w.sum()
 
 
+def load_trainable(model_dir: str, num_layers: int | None, freeze_embeddings: bool,
+                   precision: str):
+    """(model, tokenizer, autocast) of a Hugging Face backbone to fine-tune: the first
+    `num_layers` layers, input embeddings frozen if asked, bf16 autocast per `precision`."""
+    from transformers import AutoModel, AutoTokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    extra = {"num_hidden_layers": num_layers} if num_layers else {}
+    model = AutoModel.from_pretrained(model_dir, **extra)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if freeze_embeddings:
+        for p in model.get_input_embeddings().parameters():
+            p.requires_grad_(False)
+    use_bf16 = precision == "bf16" or (precision == "auto" and cpu_has_bf16())
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+    return model, tokenizer, autocast
+
+
 class _Trainee:
     """The model being trained: tokenizer + backbone + pooling, one forward for a text list."""
 
     def __init__(self, cfg: TrainConfig):
-        from transformers import AutoModel, AutoTokenizer
-
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.model_dir = cfg.base_model_dir or default_model_dir()
-        extra = {"num_hidden_layers": cfg.num_layers} if cfg.num_layers else {}
-        self.model = AutoModel.from_pretrained(self.model_dir, **extra)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.model, self.tokenizer, self.autocast = load_trainable(
+            self.model_dir, cfg.num_layers, cfg.freeze_embeddings, cfg.precision)
         self.cfg = cfg
-        if cfg.freeze_embeddings:
-            for p in self.model.get_input_embeddings().parameters():
-                p.requires_grad_(False)
-        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cpu_has_bf16())
-        self.autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16
-                         else contextlib.nullcontext())
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         tokens = self.tokenizer(texts, padding=True, truncation=True,

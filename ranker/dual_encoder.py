@@ -19,7 +19,6 @@ The backbone is any Hugging Face directory: an encoder (mean / CLS pooling) or a
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -29,7 +28,8 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 
-from embeddings.encoder import POOLINGS, cpu_has_bf16, default_model_dir, pool
+from embeddings.encoder import POOLINGS, default_model_dir, pool
+from embeddings.train import load_trainable
 from ranker.prompts import PromptConfig, recent_posts_before, render_prompts
 from recsim.world import hours_since_start
 
@@ -60,27 +60,17 @@ class DualEncoder:
     """Tokenizer + backbone + pooling shared by the member and post towers."""
 
     def __init__(self, cfg: DualEncoderConfig):
-        from transformers import AutoModel, AutoTokenizer
-
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         if cfg.pooling not in POOLINGS:
             raise ValueError(f"dual_encoder.pooling: must be one of {POOLINGS}, got {cfg.pooling!r}")
         model_dir = cfg.model_dir or default_model_dir()
         if not os.path.isdir(model_dir):
             raise FileNotFoundError(f"dual_encoder.model_dir: {model_dir} is not a directory")
-        extra = {"num_hidden_layers": cfg.num_layers} if cfg.num_layers else {}
-        self.model = AutoModel.from_pretrained(model_dir, **extra)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model, self.tokenizer, self.autocast = load_trainable(
+            model_dir, cfg.num_layers, cfg.freeze_embeddings, cfg.precision)
         if self.tokenizer.pad_token is None:  # causal LMs often have none
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"  # pool(..., "last") expects right padding
         self.cfg = cfg
-        if cfg.freeze_embeddings:
-            for p in self.model.get_input_embeddings().parameters():
-                p.requires_grad_(False)
-        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cpu_has_bf16())
-        self.autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16
-                         else contextlib.nullcontext())
 
     def encode(self, texts: list[str], max_length: int) -> torch.Tensor:
         """[B] texts -> [B, D] pooled states (not normalised; gradients flow)."""
