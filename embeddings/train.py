@@ -119,10 +119,14 @@ class _Trainee:
 
 
 def validation_batches(tasks: dict[str, Task], cfg: TrainConfig) -> list:
-    """Fixed (seeded) validation batches, half of each pair kind, for every task."""
+    """Fixed (seeded) validation batches, half of each pair kind, for every task that has
+    validation texts."""
     rng = np.random.default_rng(cfg.seed + 10_000)
     out = []
     for task in tasks.values():
+        if task.splits["validation"].height == 0:
+            log.warning("task %s has no validation texts: not in the validation loss", task.name)
+            continue
         for i in range(cfg.validation_batches):
             out.append(task.sample_pairs(rng, cfg.batch_size, "label" if i % 2 else "text",
                                          split="validation"))
@@ -198,6 +202,18 @@ def train(tasks: dict[str, Task], cfg: TrainConfig, output_dir: str | Path) -> T
                                   "validation_loss_after": val_after})
     ckpt_path.unlink(missing_ok=True)
     return TrainResult(out, cfg.steps, val_before, val_after, start)
+
+
+def train_once(tasks: dict[str, Task], cfg: TrainConfig, output_dir: str | Path) -> Path:
+    """`train`, unless `output_dir` already holds a finished run of the same config and tasks."""
+    out = Path(output_dir)
+    done = out / "training.json"
+    wanted = {**dataclasses.asdict(cfg), "tasks": list(tasks)}
+    if done.exists() and json.loads(done.read_text())["config"] == wanted:
+        log.info("reusing %s", out)
+        return out
+    train(tasks, cfg, out)
+    return out
 
 
 def save_model_dir(trainee: _Trainee, out: Path, training: dict) -> None:

@@ -181,3 +181,20 @@ def test_comparison_targets_are_computed_from_the_table():
     assert wide["task"].to_list() == ["a", "b", "z"]
     without_single = pl.DataFrame([r for r in rows if r["model"] != "single-task"])
     assert summarize(without_single, ["a", "b"], ["z"], 384)[1]["positive_transfer_target_met"] is None
+
+
+def test_a_task_without_validation_texts_is_left_out_of_the_validation_loss():
+    """A small task's cross-validation fold can have no validation texts (parl_agenda_es)."""
+    import numpy as np
+    import polars as pl
+
+    from embeddings.tasks import Task
+    from embeddings.train import TrainConfig, validation_batches
+
+    texts = pl.DataFrame({"text": ["a", "b", "c", "d"], "label_index": [0, 1, 0, 1]})
+    full = Task("full", ["x", "y"], ["X", "Y"], {"train": texts, "validation": texts, "test": texts})
+    empty = Task("empty", ["x", "y"], ["X", "Y"], {"train": texts, "validation": texts.head(0), "test": texts})
+    batches = validation_batches({"full": full, "empty": empty}, TrainConfig(batch_size=2, validation_batches=2))
+    assert len(batches) == 2 and all(set(b[0]) <= {"a", "b", "c", "d"} for b in batches)
+    with pytest.raises(ValueError, match="task empty: no validation texts"):
+        empty.sample_pairs(np.random.default_rng(0), 2, "text", split="validation")

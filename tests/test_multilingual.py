@@ -134,31 +134,100 @@ def test_multilingual_tasks(ml_corpus):
     assert not german & set(tasks["parl_party_en"].splits["train"]["text"])
 
 
-def test_e5_prefix_and_evaluation_view(ml_corpus):
-    from embeddings.multilingual import for_evaluation, with_prefix
+def test_e5_prefix(ml_corpus):
+    from embeddings.multilingual import with_prefix
     from embeddings.tasks import build_task
 
     task = build_task("slo_topic", ml_corpus)
     prefixed = with_prefix(task, "query: ")
     assert all(t.startswith("query: ") for t in prefixed.splits["train"]["text"])
     assert all(d.startswith("query: ") for d in prefixed.descriptions)
-    view = for_evaluation(task)
-    assert view.splits["test"].height == task.splits["test"].height + task.splits["validation"].height
 
 
-def test_cross_lingual_retrieval_on_a_tiny_sample(ml_corpus):
+def test_folds_partition_every_task_the_same_way(ml_corpus):
     import polars as pl
 
-    from embeddings.multilingual import cross_lingual_retrieval
-    from recsim.corpus import load_corpus
+    from embeddings.multilingual import fold_of, fold_view
+    from embeddings.tasks import build_task
 
-    english = load_corpus(("newsgroups", "reuters"), max_per_source=300)
-    encoder = load_encoder(EncoderConfig(num_layers=2, precision="fp32", max_length=32))
-    table = cross_lingual_retrieval(encoder, ml_corpus, english, "tiny", n_queries=8,
-                                    n_pool_per_topic=6)
-    assert set(table["query_lang"]) == {"de", "es", "nl", "sl"}
-    assert table["precision@10"].is_between(0, 1).all() and table["mrr"].is_between(0, 1).all()
-    assert table.filter(pl.col("query_lang") == "de")["topics"].item() == "politics"
+    k = 5
+    tasks = {n: build_task(n, ml_corpus) for n in ("parl_party_es", "language_id")}
+    for name, task in tasks.items():
+        everything = set(pl.concat(list(task.splits.values()))["text"])
+        tests = [set(fold_view(task, f, k, seed=0).splits["test"]["text"]) for f in range(k)]
+        assert set().union(*tests) == everything, name  # every text is tested ...
+        assert sum(map(len, tests)) == len(everything), name  # ... exactly once
+        view = fold_view(task, 2, k, seed=0)
+        parts = [set(view.splits[s]["text"]) for s in ("train", "validation", "test")]
+        assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2]), name
+        assert 0.05 < len(parts[1]) / (len(parts[0]) + len(parts[1])) < 0.15, name
+        assert all(fold_of(t, k, 0) == 2 for t in parts[2]), name
+    # A Spanish speech held out of the party task is held out of language_id too, so a
+    # fine-tune on the other folds never trains on it through another task.
+    party, lid = (fold_view(tasks[n], 0, k, seed=0) for n in ("parl_party_es", "language_id"))
+    assert not set(party.splits["test"]["text"]) & set(lid.splits["train"]["text"])
+    assert set(party.splits["test"]["text"]) & set(lid.splits["test"]["text"])
+    # Another seed, other folds.
+    assert set(fold_view(tasks["parl_party_es"], 0, k, seed=1).splits["test"]["text"]) != set(
+        party.splits["test"]["text"])
+
+
+def test_fold_predictions_and_cross_lingual_hits_by_hand():
+    import polars as pl
+
+    from embeddings.evaluate import EvalConfig
+    from embeddings.multilingual import TextVectors, cross_lingual_hits, fold_predictions
+    from embeddings.tasks import Task
+
+    # Label 0 lives near e0, label 1 near e1; "b?" sits near e0 but is labelled 1.
+    texts = ["a1", "a2", "a3", "b1", "b2", "b3", "a?", "b?", "label a", "label b"]
+    v = np.array([[1, .1, 0], [1, 0, .1], [1, .2, 0], [0, 1, .1], [.1, 1, 0], [0, 1, .2],
+                  [1, .1, .1], [1, 0, 0], [1, 0, 0], [0, 1, 0]], dtype=np.float32)
+    vectors = TextVectors(texts, v / np.linalg.norm(v, axis=1, keepdims=True))
+    train = pl.DataFrame({"text": texts[:6], "label_index": [0, 0, 0, 1, 1, 1]})
+    test = pl.DataFrame({"text": ["a?", "b?"], "label_index": [0, 1]})
+    task = Task("toy", ["a", "b"], ["label a", "label b"],
+                {"train": train, "validation": train.head(0), "test": test})
+    cfg = EvalConfig(n_support=6, knn_k=3, dims=[2])
+    pred = fold_predictions(vectors, {"toy": task}, cfg).filter(pl.col("dim") == 3).sort("text")
+    assert pred["pred"].to_list() == [0, 0] and pred["label"].to_list() == [0, 1]
+    assert pred["rank"].to_list() == [1, 2]  # "b?" is closer to "label a"
+    assert set(fold_predictions(vectors, {"toy": task}, cfg)["dim"]) == {3, 2}
+
+    # Cross-lingual: "a?" finds the three label-0 posts first, "b?" finds them too (wrongly).
+    pool = pl.DataFrame({"text": texts[:6], "topic": ["x", "x", "x", "y", "y", "y"]})
+    queries = pl.DataFrame({"text": ["a?", "b?"], "lang": ["de", "de"], "topic": ["x", "y"]})
+    hits = cross_lingual_hits(vectors, queries, pool, k=2)
+    assert hits["precision"].to_list() == [1.0, 0.0]
+    assert hits["rr"].to_list() == [1.0, 0.25]  # b?'s first topic-y post is 4th
+
+
+def test_paired_bootstrap_and_targets_by_hand():
+    import polars as pl
+
+    from embeddings.multilingual import paired_bootstrap, summarize
+
+    diff, lo, hi = paired_bootstrap(np.ones(50), np.zeros(50), 200, seed=0)
+    assert diff == lo == hi == 1.0  # a constant difference has no spread
+    a = np.r_[np.ones(30), np.zeros(20)]
+    b = np.r_[np.ones(20), np.zeros(30)]
+    diff, lo, hi = paired_bootstrap(a, b, 2000, seed=0)
+    assert diff == pytest.approx(0.2) and lo < 0.2 < hi and lo > 0  # 10 of 50 won, none lost
+
+    rows = []
+    for model, right in (("e5-multitask", 8), ("e5", 6), ("minilm", 9)):
+        for task in ("parl_party_es", "parl_party_en", "language_id"):
+            rows += [{"model": model, "task": task, "dim": 384, "text": f"t{i}", "label": 0,
+                      "pred": 0 if i < right else 1, "rank": 1} for i in range(10)]
+    scores, diffs, targets = summarize(pl.DataFrame(rows), n_boot=200)
+    acc = {(r["model"], r["task"]): r["accuracy"] for r in scores.iter_rows(named=True)}
+    assert acc[("e5-multitask", "parl_party_es")] == 0.8 and acc[("minilm", "parl_party_es")] == 0.9
+    # Only the Spanish task counts: English is not, language_id spans every language.
+    assert targets["finetuned_beats_frozen_e5"] == {"parl_party_es": True}
+    assert targets["finetuned_beats_minilm"] == {"parl_party_es": False}
+    assert not targets["finetuned_beats_minilm_on_every_non_english_task"]
+    row = diffs.filter(pl.col("task") == "parl_party_es", pl.col("versus") == "e5").row(0, named=True)
+    assert row["diff"] == pytest.approx(0.2) and row["n"] == 10
 
 
 # --- multilingual world -----------------------------------------------------------------------
