@@ -21,6 +21,9 @@ class PolicyConfig:
     # Post encoder directory for this policy's embedding features; None: the run's `embeddings`.
     # A relative path is taken from the project root (e.g. ".cache/models/multitask").
     encoder_dir: str | None = None
+    # Prefix the policy's encoder puts before every post text (e5 models: "passage: "); None: the
+    # run's `embeddings.encoder.text_prefix`.
+    text_prefix: str | None = None
 
 
 def top_slot_probabilities(scored: pl.DataFrame, temperature: float) -> pl.DataFrame:

@@ -141,7 +141,8 @@ def _sections(r: dict) -> list[dict]:
                  + recall_text(rec["recall"]), *per_encoder],
         "headers": ["ranker", "features", "post encoder", "AUC", "log loss", "normalized entropy",
                     "calibration"],
-        "rows": [[name, ", ".join(m["features"]), m.get("encoder", "default"), f"{m['auc']:.4f}",
+        "rows": [[name, ", ".join(m["features"]), m.get("encoder", "default")
+                  + (f" (prefix {m['text_prefix']!r})" if m.get("text_prefix") else ""), f"{m['auc']:.4f}",
                   f"{m['log_loss']:.4f}", f"{m['normalized_entropy']:.4f}",
                   f"{m['calibration']:.3f}" if "calibration" in m else ""]
                  for name, m in r["ranker"].items()],

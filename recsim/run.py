@@ -63,6 +63,22 @@ def _encoder_dir(path: str | None) -> str | None:
     return str(resolved)
 
 
+def policy_encoders(roles: dict[str, policies.PolicyConfig], embed_cfg) -> dict[str, tuple]:
+    """role -> (key, embeddings config) of the post encoder a policy uses: the run's `embeddings`
+    with the policy's `encoder_dir` and `text_prefix` where it sets them. Policies with the same
+    key share one embedding pass; the run's own encoder has the key (None, None)."""
+    out = {}
+    for role, policy in roles.items():
+        encoder_dir = _encoder_dir(policy.encoder_dir)
+        encoder = embed_cfg.encoder
+        if encoder_dir is not None:
+            encoder = dataclasses.replace(encoder, model_dir=encoder_dir)
+        if policy.text_prefix is not None:
+            encoder = dataclasses.replace(encoder, text_prefix=policy.text_prefix)
+        out[role] = ((encoder_dir, policy.text_prefix), dataclasses.replace(embed_cfg, encoder=encoder))
+    return out
+
+
 @contextlib.contextmanager
 def _step(timings: dict, name: str):
     log.info("step %s ...", name)
@@ -116,14 +132,14 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
     #    their own encoder (experiment=embeddings_ab: base vs fine-tuned).
     with _step(timings, "2_embeddings"):
         texts = world.posts["text"].to_list()
-        encoder_dirs = {role: _encoder_dir(p.encoder_dir) for role, p in roles.items()}
+        encoders = {None: ((None, None), embed_cfg), **policy_encoders(roles, embed_cfg)}
+        encoder_keys = {role: key for role, (key, _) in encoders.items()}
         vectors_by_encoder = {}
-        for encoder_dir in dict.fromkeys([None, *encoder_dirs.values()]):
-            pool_cfg = embed_cfg if encoder_dir is None else dataclasses.replace(
-                embed_cfg, encoder=dataclasses.replace(embed_cfg.encoder, model_dir=encoder_dir))
-            vectors_by_encoder[encoder_dir] = embed_texts(
-                texts, pool_cfg, desc=f"embedding posts ({Path(encoder_dir).name if encoder_dir else 'default'})")
-        post_vectors = vectors_by_encoder[None]
+        for key, pool_cfg in dict(encoders.values()).items():
+            name = Path(key[0]).name if key[0] else "default"
+            vectors_by_encoder[key] = embed_texts(
+                texts, pool_cfg, desc=f"embedding posts ({name}{', prefix ' + repr(key[1]) if key[1] else ''})")
+        post_vectors = vectors_by_encoder[(None, None)]
 
     # 3. Retrieval: member vectors from clicks before the split; top-K from a FAISS index;
     #    recall@K of each member's clicks in the evaluation period (per encoder in use).
@@ -134,16 +150,16 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
         query_members = held_out["member_id"].unique().sort().to_numpy()
         split_h = (split_time - WORLD_START).total_seconds() / 3600
         histories, recall_by_encoder = {}, {}
-        for encoder_dir, vectors in vectors_by_encoder.items():
+        for key, vectors in vectors_by_encoder.items():
             history = MemberHistory(imps, post_ids, vectors, retrieval_cfg.history_halflife_days,
                                     sim.metric)
             queries, _ = history.vectors_at(query_members, np.full(len(query_members), split_h))
             retrieved = PostIndex(post_ids, vectors, retrieval_cfg).search(
                 query_members, queries, retrieval_cfg.top_k)
-            histories[encoder_dir] = history
-            recall_by_encoder[encoder_dir] = recall_at_k(retrieved, held_out,
+            histories[key] = history
+            recall_by_encoder[key] = recall_at_k(retrieved, held_out,
                                                          tuple(retrieval_cfg.recall_at))
-        recall = recall_by_encoder[None]
+        recall = recall_by_encoder[(None, None)]
 
     # 4. Ranker: one multi-task TorchRec model (DLRM or DCN-v2; click, like, comment, share
     #    heads) per policy's feature set, trained on the training period, early-stopped on its
@@ -151,9 +167,9 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
     models, ranker_metrics = {}, {}
     with _step(timings, "4_ranker"):
         for role, policy in roles.items():
-            encoder_dir = encoder_dirs[role]
-            space = FeatureSpace.build(policy.features, world.posts, vectors_by_encoder[encoder_dir],
-                                       world.members, histories[encoder_dir], imps,
+            key = encoder_keys[role]
+            space = FeatureSpace.build(policy.features, world.posts, vectors_by_encoder[key],
+                                       world.members, histories[key], imps,
                                        recent_k=ranker_cfg.recent_k,
                                        embedding_dims=ranker_cfg.embedding_dims,
                                        embedding_projection=ranker_cfg.embedding_projection)
@@ -162,7 +178,8 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
             checkpoint = save_checkpoint(model, Path(output_dir) / "rankers" / f"{role}.pt")
             models[role] = (model, space)
             ranker_metrics[policy.name] = {"features": list(policy.features),
-                                           "encoder": encoder_dir or "default",
+                                           "encoder": key[0] or "default",
+                                           "text_prefix": encoders[role][1].encoder.text_prefix,
                                            "interaction": ranker_cfg.interaction,
                                            "checkpoint": str(checkpoint),
                                            **dataclasses.asdict(metrics)}
@@ -236,7 +253,7 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
                   "logging": true_logging},
         "retrieval": {"index": retrieval_cfg.index, "n_posts": world.posts.height,
                       "n_members": len(query_members), "recall": recall,
-                      "recall_by_policy": {p.name: recall_by_encoder[encoder_dirs[role]]
+                      "recall_by_policy": {p.name: recall_by_encoder[encoder_keys[role]]
                                            for role, p in roles.items()}},
         "ranker": ranker_metrics,
         "world": {"posts": world.posts.height, "members": world.members.height,

@@ -115,6 +115,31 @@ def test_policies_with_their_own_encoders(tmp_path):
     assert "| post encoder |" in markdown and str(model_dir) in markdown
 
 
+def _compose(overrides: list[str]):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose("config", overrides=overrides)
+
+
+def test_policy_text_prefix_gets_its_own_encoder():
+    """experiment=multilingual_ab: e5 sees "passage: " before every post, the control does not."""
+    from hydra.utils import instantiate
+
+    from recsim import policies
+    from recsim.run import policy_encoders
+
+    embed_cfg = instantiate(_compose(["experiment=debug"]).embeddings)
+    roles = {"control": policies.PolicyConfig(name="a"),
+             "treatment": policies.PolicyConfig(name="b", text_prefix="passage: "),
+             "same": policies.PolicyConfig(name="c", text_prefix="passage: ")}
+    encoders = policy_encoders(roles, embed_cfg)
+    assert encoders["control"] == ((None, None), embed_cfg)
+    assert encoders["treatment"][0] == (None, "passage: ") == encoders["same"][0]
+    assert encoders["treatment"][1].encoder.text_prefix == "passage: "
+    assert encoders["treatment"][1].encoder.model_dir == embed_cfg.encoder.model_dir
+    ml = _compose(["experiment=multilingual_ab"]).sim
+    assert ml.treatment.text_prefix == "passage: " and ml.control.text_prefix is None
+
+
 def test_missing_encoder_dir_fails_before_any_work(tmp_path):
     proc = _run(tmp_path, "experiment=embeddings_ab",
                 "sim.treatment.encoder_dir=/nonexistent/model", check=False)
