@@ -1,6 +1,6 @@
 """Multilingual posts: the English MiniLM vs multilingual e5, frozen vs multi-task fine-tuned.
 
-    python -m embeddings.multilingual                    # the comparison, 5 folds (~1 hour, 2 cores)
+    python -m embeddings.multilingual                    # the comparison, 5 folds (~35 min on 2 cores)
     python -m embeddings.multilingual training=debug evaluation=debug   # a quick check
 
 The labelled non-English samples are small (ParlSpeech es: 326 party speeches, 40 agenda ones),
@@ -411,9 +411,10 @@ def compare_multilingual(cfg: DictConfig, output_dir: str | Path) -> dict:
             results += [evaluate_fold(name, f, model_id, vectors) for f in folds]
             log.info("%s evaluated (%.1f min so far)", name, (time.perf_counter() - start) / 60)
     trainings = []
+    recipe = hashlib.sha256(json.dumps(dataclasses.asdict(tcfg), sort_keys=True).encode()).hexdigest()[:8]
     if "e5-multitask" in cfg.models:
         for f in folds:
-            fold_dir = Path(cfg.models_dir) / "e5-multitask-cv" / f"k{k}-fold{f}"
+            fold_dir = Path(cfg.models_dir) / "e5-multitask-cv" / f"k{k}-fold{f}-{recipe}"
             train_once({n: with_prefix(views[f][n], E5_PREFIX) for n in train_names}, tcfg, fold_dir)
             trainings.append(json.loads((fold_dir / "training.json").read_text()))
             encoder_cfg = EncoderConfig(model_dir=str(fold_dir), max_length=max_len, text_prefix=E5_PREFIX)
