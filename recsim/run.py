@@ -157,8 +157,7 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
             retrieved = PostIndex(post_ids, vectors, retrieval_cfg).search(
                 query_members, queries, retrieval_cfg.top_k)
             histories[key] = history
-            recall_by_encoder[key] = recall_at_k(retrieved, held_out,
-                                                         tuple(retrieval_cfg.recall_at))
+            recall_by_encoder[key] = recall_at_k(retrieved, held_out, tuple(retrieval_cfg.recall_at))
         recall = recall_by_encoder[(None, None)]
 
     # 4. Ranker: one multi-task TorchRec model (DLRM or DCN-v2; click, like, comment, share
