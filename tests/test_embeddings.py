@@ -198,3 +198,43 @@ def test_a_task_without_validation_texts_is_left_out_of_the_validation_loss():
     assert len(batches) == 2 and all(set(b[0]) <= {"a", "b", "c", "d"} for b in batches)
     with pytest.raises(ValueError, match="task empty: no validation texts"):
         empty.sample_pairs(np.random.default_rng(0), 2, "text", split="validation")
+
+
+def test_weight_ensemble_interpolates_a_fine_tune_with_its_base(tasks, tmp_path):
+    """WiSE-FT: alpha 0 is the base, 1 the fine-tune, 0.5 the midpoint of every weight."""
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+
+    from embeddings.train import weight_ensemble
+
+    base = tmp_path / "base"  # a 2-layer MiniLM, so the fine-tune has the same parameters
+    AutoModel.from_pretrained(default_model_dir(), num_hidden_layers=2).save_pretrained(base)
+    AutoTokenizer.from_pretrained(default_model_dir()).save_pretrained(base)
+    tuned = tmp_path / "tuned"
+    train({"clothing_department": tasks["clothing_department"]},
+          _tiny_config(base_model_dir=str(base), num_layers=None, steps=3, validation_batches=1), tuned)
+
+    mid = weight_ensemble(base, tuned, 0.5, tmp_path / "mid")
+    b, t, m = (load_file(d / "model.safetensors") for d in (base, tuned, mid))
+    moved = [k for k in t if not torch.equal(b[k], t[k])]
+    assert moved and "embeddings.word_embeddings.weight" not in moved  # frozen table stays
+    for k in t:
+        assert torch.allclose(m[k], (b[k] + t[k]) / 2, atol=1e-6), k
+    assert "WiSE-FT" in (mid / "README.md").read_text()
+
+    texts = ["Love this dress, fits perfectly", "The sleeves run long"]
+
+    def vectors(model_dir):
+        return embed_batch(load_encoder(EncoderConfig(model_dir=str(model_dir), precision="fp32")), texts)
+
+    for alpha, same_as in ((0.0, base), (1.0, tuned)):
+        mixed = weight_ensemble(base, tuned, alpha, tmp_path / f"a{alpha}")
+        assert np.allclose(vectors(mixed), vectors(same_as), atol=1e-5)
+    stamp = (mid / "model.safetensors").stat().st_mtime_ns
+    weight_ensemble(base, tuned, 0.5, mid)  # the same mix again: reused, not rewritten
+    assert (mid / "model.safetensors").stat().st_mtime_ns == stamp
+
+    with pytest.raises(ValueError, match="not a fine-tune of"):
+        weight_ensemble(default_model_dir(), tuned, 0.5, tmp_path / "six_layers")  # 6 layers vs 2
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
+        weight_ensemble(base, tuned, 1.5, tmp_path / "bad")

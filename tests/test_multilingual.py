@@ -205,7 +205,7 @@ def test_fold_predictions_and_cross_lingual_hits_by_hand():
 def test_paired_bootstrap_and_targets_by_hand():
     import polars as pl
 
-    from embeddings.multilingual import paired_bootstrap, summarize
+    from embeddings.multilingual import paired_bootstrap, render, summarize
 
     diff, lo, hi = paired_bootstrap(np.ones(50), np.zeros(50), 200, seed=0)
     assert diff == lo == hi == 1.0  # a constant difference has no spread
@@ -215,7 +215,7 @@ def test_paired_bootstrap_and_targets_by_hand():
     assert diff == pytest.approx(0.2) and lo < 0.2 < hi and lo > 0  # 10 of 50 won, none lost
 
     rows = []
-    for model, right in (("e5-multitask", 8), ("e5", 6), ("minilm", 9)):
+    for model, right in (("e5-multitask", 8), ("e5-wise", 10), ("e5", 6), ("minilm", 9)):
         for task in ("parl_party_es", "parl_party_en", "language_id"):
             rows += [{"model": model, "task": task, "dim": 384, "text": f"t{i}", "label": 0,
                       "pred": 0 if i < right else 1, "rank": 1} for i in range(10)]
@@ -223,11 +223,17 @@ def test_paired_bootstrap_and_targets_by_hand():
     acc = {(r["model"], r["task"]): r["accuracy"] for r in scores.iter_rows(named=True)}
     assert acc[("e5-multitask", "parl_party_es")] == 0.8 and acc[("minilm", "parl_party_es")] == 0.9
     # Only the Spanish task counts: English is not, language_id spans every language.
-    assert targets["finetuned_beats_frozen_e5"] == {"parl_party_es": True}
-    assert targets["finetuned_beats_minilm"] == {"parl_party_es": False}
-    assert not targets["finetuned_beats_minilm_on_every_non_english_task"]
-    row = diffs.filter(pl.col("task") == "parl_party_es", pl.col("versus") == "e5").row(0, named=True)
+    tuned = targets["e5-multitask"]
+    assert tuned["beats_frozen_e5"] == {"parl_party_es": True}
+    assert tuned["beats_minilm"] == {"parl_party_es": False}
+    assert not tuned["beats_minilm_on_every_non_english_task"]
+    assert targets["e5-wise"]["beats_minilm_on_every_non_english_task"]  # 10 of 10 vs 9 of 10
+    es = diffs.filter(pl.col("task") == "parl_party_es", pl.col("versus") == "e5")
+    row = es.filter(pl.col("model") == "e5-multitask").row(0, named=True)
     assert row["diff"] == pytest.approx(0.2) and row["n"] == 10
+    assert es.filter(pl.col("model") == "e5-wise")["diff"].item() == pytest.approx(0.4)
+    assert "| e5-multitask - e5 | e5-multitask - minilm | e5-wise - e5 | e5-wise - minilm |" in render(
+        scores, diffs, pl.DataFrame(), targets, {}, folds=5, minutes=0.0)
 
 
 # --- multilingual world -----------------------------------------------------------------------
