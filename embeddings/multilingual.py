@@ -375,7 +375,7 @@ def compare_multilingual(cfg: DictConfig, output_dir: str | Path) -> dict:
     training.pop("single_task_steps", None)
     tcfg = TrainConfig(**{**training, "base_model_dir": e5_dir, "pooling": "mean", "seed": cfg.seed})
     cache_dir = Path(cfg.models_dir) / "multilingual-eval"
-    eval_key = {"evaluation": dataclasses.asdict(eval_cfg), "tasks": names, "folds": k,
+    eval_key = {"evaluation": dataclasses.asdict(eval_cfg), "tasks": names, "folds": k, "embedded": "per fold",
                 "max_length": max_len, "corpus": cfg.max_english_tweets, "pool": cfg.cross_lingual.n_pool_per_topic,
                 "min_label_count": OmegaConf.to_container(cfg.min_label_count)}
 
@@ -395,19 +395,22 @@ def compare_multilingual(cfg: DictConfig, output_dir: str | Path) -> dict:
         hits.write_parquet(cached / "hits.parquet")
         return predictions, hits
 
-    def needed(fold_list: list[int]) -> list[str]:
-        return [t for f in fold_list for t in texts_needed(views[f], fold_queries[f], pool, eval_cfg)]
+    def needed(fold: int) -> list[str]:
+        return texts_needed(views[fold], fold_queries[fold], pool, eval_cfg)
 
-    # 3./4. A frozen model embeds every needed text once, for all folds; each fold's fine-tune
-    # is trained on the other folds and embeds what its own fold needs.
+    # 3./4. Every model embeds each fold's texts in a pass of their own: the bf16 batches, and so
+    # the last bits of a vector, then depend on the fold only, not on which other folds run
+    # (`only_folds`). Each fold's fine-tune is trained on the other folds.
     results = []
     frozen = {"minilm": (EncoderConfig(max_length=max_len), "minilm"),
               "e5": (EncoderConfig(model_dir=e5_dir, max_length=max_len, text_prefix=E5_PREFIX), e5_dir)}
     for name, (encoder_cfg, model_id) in frozen.items():
         if name in cfg.models:
-            vectors = functools.cache(lambda c=encoder_cfg: TextVectors.embed(
-                load_encoder(c), needed(folds), eval_cfg.batch_size))
-            results += [evaluate_fold(name, f, model_id, vectors) for f in folds]
+            encoder = functools.cache(lambda c=encoder_cfg: load_encoder(c))
+            for f in folds:
+                vectors = functools.cache(lambda f=f: TextVectors.embed(encoder(), needed(f),
+                                                                        eval_cfg.batch_size))
+                results.append(evaluate_fold(name, f, model_id, vectors))
             log.info("%s evaluated (%.1f min so far)", name, (time.perf_counter() - start) / 60)
     trainings = []
     recipe = hashlib.sha256(json.dumps(dataclasses.asdict(tcfg), sort_keys=True).encode()).hexdigest()[:8]
@@ -424,7 +427,7 @@ def compare_multilingual(cfg: DictConfig, output_dir: str | Path) -> dict:
             model_dir = tuned_dirs[name]
             encoder_cfg = EncoderConfig(model_dir=str(model_dir), max_length=max_len, text_prefix=E5_PREFIX)
             vectors = functools.cache(lambda c=encoder_cfg, f=f: TextVectors.embed(
-                load_encoder(c), needed([f]), eval_cfg.batch_size))
+                load_encoder(c), needed(f), eval_cfg.batch_size))
             model_id = json.loads((model_dir / "training.json").read_text())
             results.append(evaluate_fold(name, f, model_id, vectors))
             log.info("%s fold %d evaluated (%.1f min so far)", name, f, (time.perf_counter() - start) / 60)
