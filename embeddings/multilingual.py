@@ -1,6 +1,6 @@
 """Multilingual posts: the English MiniLM vs multilingual e5, frozen vs multi-task fine-tuned.
 
-    python -m embeddings.multilingual                    # the comparison, 5 folds (~35 min on 2 cores)
+    python -m embeddings.multilingual                    # the comparison, 5 folds (~45 min on 2 cores)
     python -m embeddings.multilingual training=debug evaluation=debug   # a quick check
 
 The labelled non-English samples are small (ParlSpeech es: 326 party speeches, 40 agenda ones),
