@@ -258,6 +258,7 @@ def summarize(predictions: pl.DataFrame, n_boot: int = 2000, seed: int = 0) -> t
         mine[f"beats_{key}"] = {t: v["diff"] > 0 for t, v in beats.items()}
         mine[f"beats_{key}_on_every_non_english_task"] = all(v["diff"] > 0 for v in beats.values())
         mine[f"beats_{key}_significantly"] = {t: v["ci_low"] > 0 for t, v in beats.items()}
+        mine[f"ties_{key}"] = [t for t, v in beats.items() if v["diff"] == 0]  # as many right
     return scores, pl.DataFrame(diffs).sort("model", "lang", "task", "versus") if diffs else pl.DataFrame(), targets
 
 
@@ -319,10 +320,13 @@ def render(scores: pl.DataFrame, diffs: pl.DataFrame, cross: pl.DataFrame, targe
                 continue
             beats = mine[f"beats_{key}"]
             significant = [t for t, ok in mine[f"beats_{key}_significantly"].items() if ok]
-            misses = [t for t, ok in beats.items() if not ok]
+            ties = mine[f"ties_{key}"]
+            misses = [t for t, ok in beats.items() if not ok and t not in ties]
+            exceptions = [f"{what}: {', '.join(tasks)}" for what, tasks in (("misses", misses), ("ties", ties))
+                          if tasks]
             lines.append(f"- {tuned} beats {label} on every non-English task: "
                          f"**{mine[f'beats_{key}_on_every_non_english_task']}** "
-                         f"({'misses: ' + ', '.join(misses) if misses else 'no exceptions'}; "
+                         f"({'; '.join(exceptions) or 'no exceptions'}; "
                          f"interval above zero on {len(significant)} of {len(beats)}"
                          f"{': ' + ', '.join(significant) if significant else ''})")
     mixed = diffs.filter(pl.col("lang") == "all") if diffs.height else diffs

@@ -216,24 +216,28 @@ def test_paired_bootstrap_and_targets_by_hand():
 
     rows = []
     for model, right in (("e5-multitask", 8), ("e5-wise", 10), ("e5", 6), ("minilm", 9)):
-        for task in ("parl_party_es", "parl_party_en", "language_id"):
+        for task in ("parl_party_es", "parl_party_en", "language_id", "parl_party_nl"):
+            # e5-multitask gets as many Dutch texts right as frozen e5: a tie, not a win
+            n_right = 6 if (model, task) == ("e5-multitask", "parl_party_nl") else right
             rows += [{"model": model, "task": task, "dim": 384, "text": f"t{i}", "label": 0,
-                      "pred": 0 if i < right else 1, "rank": 1} for i in range(10)]
+                      "pred": 0 if i < n_right else 1, "rank": 1} for i in range(10)]
     scores, diffs, targets = summarize(pl.DataFrame(rows), n_boot=200)
     acc = {(r["model"], r["task"]): r["accuracy"] for r in scores.iter_rows(named=True)}
     assert acc[("e5-multitask", "parl_party_es")] == 0.8 and acc[("minilm", "parl_party_es")] == 0.9
     # Only the Spanish task counts: English is not, language_id spans every language.
     tuned = targets["e5-multitask"]
-    assert tuned["beats_frozen_e5"] == {"parl_party_es": True}
-    assert tuned["beats_minilm"] == {"parl_party_es": False}
+    assert tuned["beats_frozen_e5"] == {"parl_party_es": True, "parl_party_nl": False}
+    assert tuned["ties_frozen_e5"] == ["parl_party_nl"] and not tuned["beats_frozen_e5_on_every_non_english_task"]
+    assert tuned["beats_minilm"] == {"parl_party_es": False, "parl_party_nl": False}
     assert not tuned["beats_minilm_on_every_non_english_task"]
     assert targets["e5-wise"]["beats_minilm_on_every_non_english_task"]  # 10 of 10 vs 9 of 10
     es = diffs.filter(pl.col("task") == "parl_party_es", pl.col("versus") == "e5")
     row = es.filter(pl.col("model") == "e5-multitask").row(0, named=True)
     assert row["diff"] == pytest.approx(0.2) and row["n"] == 10
     assert es.filter(pl.col("model") == "e5-wise")["diff"].item() == pytest.approx(0.4)
-    assert "| e5-multitask - e5 | e5-multitask - minilm | e5-wise - e5 | e5-wise - minilm |" in render(
-        scores, diffs, pl.DataFrame(), targets, {}, folds=5, minutes=0.0)
+    markdown = render(scores, diffs, pl.DataFrame(), targets, {}, folds=5, minutes=0.0)
+    assert "| e5-multitask - e5 | e5-multitask - minilm | e5-wise - e5 | e5-wise - minilm |" in markdown
+    assert "e5-multitask beats frozen e5 on every non-English task: **False** (ties: parl_party_nl;" in markdown
 
 
 # --- multilingual world -----------------------------------------------------------------------
