@@ -383,38 +383,35 @@ def compare_multilingual(cfg: DictConfig, output_dir: str | Path) -> dict:
                 "max_length": max_len, "corpus": cfg.max_english_tweets, "pool": cfg.cross_lingual.n_pool_per_topic,
                 "min_label_count": OmegaConf.to_container(cfg.min_label_count)}
 
-    def evaluate_fold(name: str, fold: int, model_id, vectors) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """(predictions, cross-lingual hits) of one model on one fold, cached by config;
-        `vectors()` embeds what is needed, only when the cache misses."""
+    def evaluate_fold(name: str, fold: int, model_id, encoder) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(predictions, cross-lingual hits) of one model on one fold, cached by config. Only when
+        the cache misses is `encoder()` called and the fold's texts embedded, in a pass of their
+        own: the bf16 batches, and so the last bits of a vector, then depend on the fold only,
+        not on which other folds run (`only_folds`)."""
         key = hashlib.sha256(json.dumps({**eval_key, "model": model_id, "fold": fold}, sort_keys=True,
                                         default=str).encode()).hexdigest()[:16]
         cached = cache_dir / f"{name}-fold{fold}-{key}"
         if (cached / "hits.parquet").exists():
             return pl.read_parquet(cached / "predictions.parquet"), pl.read_parquet(cached / "hits.parquet")
+        vectors = TextVectors.embed(encoder(), texts_needed(views[fold], fold_queries[fold], pool, eval_cfg),
+                                    eval_cfg.batch_size)
         tag = {"model": pl.lit(name), "fold": pl.lit(fold)}
-        predictions = fold_predictions(vectors(), views[fold], eval_cfg).with_columns(**tag)
-        hits = cross_lingual_hits(vectors(), fold_queries[fold], pool).with_columns(**tag)
+        predictions = fold_predictions(vectors, views[fold], eval_cfg).with_columns(**tag)
+        hits = cross_lingual_hits(vectors, fold_queries[fold], pool).with_columns(**tag)
         cached.mkdir(parents=True, exist_ok=True)
         predictions.write_parquet(cached / "predictions.parquet")
         hits.write_parquet(cached / "hits.parquet")
         return predictions, hits
 
-    def needed(fold: int) -> list[str]:
-        return texts_needed(views[fold], fold_queries[fold], pool, eval_cfg)
-
-    # 3./4. Every model embeds each fold's texts in a pass of their own: the bf16 batches, and so
-    # the last bits of a vector, then depend on the fold only, not on which other folds run
-    # (`only_folds`). Each fold's fine-tune is trained on the other folds.
+    # 3./4. A frozen model is loaded once for every fold; each fold's fine-tune is trained on
+    # the other folds.
     results = []
     frozen = {"minilm": (EncoderConfig(max_length=max_len), "minilm"),
               "e5": (EncoderConfig(model_dir=e5_dir, max_length=max_len, text_prefix=E5_PREFIX), e5_dir)}
     for name, (encoder_cfg, model_id) in frozen.items():
         if name in cfg.models:
-            encoder = functools.cache(lambda c=encoder_cfg: load_encoder(c))
-            for f in folds:
-                vectors = functools.cache(lambda f=f: TextVectors.embed(encoder(), needed(f),
-                                                                        eval_cfg.batch_size))
-                results.append(evaluate_fold(name, f, model_id, vectors))
+            encoder = functools.cache(functools.partial(load_encoder, encoder_cfg))
+            results += [evaluate_fold(name, f, model_id, encoder) for f in folds]
             log.info("%s evaluated (%.1f min so far)", name, (time.perf_counter() - start) / 60)
     trainings = []
     recipe = hashlib.sha256(json.dumps(dataclasses.asdict(tcfg), sort_keys=True).encode()).hexdigest()[:8]
@@ -430,10 +427,8 @@ def compare_multilingual(cfg: DictConfig, output_dir: str | Path) -> dict:
         for name in (n for n in TUNED if n in cfg.models):
             model_dir = tuned_dirs[name]
             encoder_cfg = EncoderConfig(model_dir=str(model_dir), max_length=max_len, text_prefix=E5_PREFIX)
-            vectors = functools.cache(lambda c=encoder_cfg, f=f: TextVectors.embed(
-                load_encoder(c), needed(f), eval_cfg.batch_size))
             model_id = json.loads((model_dir / "training.json").read_text())
-            results.append(evaluate_fold(name, f, model_id, vectors))
+            results.append(evaluate_fold(name, f, model_id, functools.partial(load_encoder, encoder_cfg)))
             log.info("%s fold %d evaluated (%.1f min so far)", name, f, (time.perf_counter() - start) / 60)
 
     # 5. Tables and targets over every predicted text.
