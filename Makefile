@@ -11,7 +11,7 @@ setup:
 	./scripts/setup.sh
 
 demo: setup
-	$(PY) -m recsim.run $(ARGS)
+	$(PY) -m recsim.jobs.run $(ARGS)
 
 test: setup
 	$(PY) -m pytest -m "not slow" -q $(ARGS)
@@ -28,13 +28,13 @@ bench: setup
 	$(PY) benchmarks/bench_retrieval.py  # 1M vectors, top-2000: about 10 minutes
 
 finetune: setup  # LiPost: base vs single-task vs multi-task fine-tunes (about an hour on 2 cores)
-	$(PY) -m embeddings.compare $(ARGS)
+	$(PY) -m recsim.jobs.finetune $(ARGS)
 
 ab-embeddings: setup  # downstream A/B: the ranker with base vs fine-tuned post embeddings
-	$(PY) -m recsim.run experiment=embeddings_ab $(ARGS)
+	$(PY) -m recsim.jobs.run experiment=embeddings_ab $(ARGS)
 
 nearline: setup  # replay the debug world's posts through the near-line path (Ray actors -> FAISS)
-	$(PY) -m embeddings.nearline $(ARGS)
+	$(PY) -m ranker.retrieval.nearline $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache benchmarks/results

@@ -24,7 +24,7 @@ from _common import report, timed
 from embeddings.actors import ActorPoolConfig, EmbeddingPool, embed_texts
 from embeddings.encoder import (EncoderConfig, default_model_dir, embed_batch, load_encoder,
                                 resolve_device_and_dtype)
-from recsim.corpus import load_corpus
+from recsim.world.corpus import load_corpus
 
 
 def pool_row(texts, warm_texts, baseline, t_base, label, **pool_kwargs) -> dict:

@@ -1,7 +1,7 @@
 """Offline estimation at scale: a 10M-row log, five estimators, 200 bootstrap replicates
 (target: under 30 s, and at least 20x a straightforward numpy bootstrap in the same script).
 
-Ours: recsim.estimators.evaluate: per-row terms in polars, summed per member, then one
+Ours: recsim.ope.estimators.evaluate: per-row terms in polars, summed per member, then one
 member-clustered Poisson bootstrap for all five estimators ([G, B] counts times [G, T] sums).
 Baseline: resample the rows with replacement per replicate and recompute each estimator on the
 resampled arrays (the textbook bootstrap, over rows; it is also the less correct one for logs
@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from _common import report, timed
-from recsim.estimators import Bootstrap, evaluate
+from recsim.ope.estimators import Bootstrap, evaluate
 
 NAMES = ["ips", "clipped_ips", "snips", "dm", "dr"]
 

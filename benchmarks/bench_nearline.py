@@ -22,8 +22,8 @@ import numpy as np
 from _common import report, timed
 from embeddings.actors import ActorPoolConfig, EmbeddingPool
 from embeddings.encoder import EncoderConfig
-from embeddings.nearline import NearlineConfig, stream_posts
-from recsim.world import WorldConfig, build_world
+from ranker.retrieval.nearline import NearlineConfig, stream_posts
+from recsim.world.world import WorldConfig, build_world
 
 
 def main() -> None:

@@ -24,11 +24,11 @@ from torch import nn
 
 from _common import report
 from ranker.features import FeatureSpace
-from ranker.history import MemberHistory
+from ranker.retrieval.history import MemberHistory
 from ranker.model import MultiTaskRanker, RankerConfig
 from ranker.train import time_split
-from recsim.corpus import load_corpus
-from recsim.world import WorldConfig, build_world
+from recsim.world.corpus import load_corpus
+from recsim.world.world import WorldConfig, build_world
 
 GROUPS = ["ids", "history", "post_embedding", "member_embedding", "cosine", "counts", "context"]
 

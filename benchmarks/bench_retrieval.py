@@ -27,7 +27,7 @@ import faiss
 import numpy as np
 
 from _common import report, timed
-from ranker.retrieval import PostIndex, RetrievalConfig, overlap_at_k
+from ranker.retrieval.index import PostIndex, RetrievalConfig, overlap_at_k
 
 # (name, RetrievalConfig fields at build, search-time settings to sweep)
 SETTINGS = [
@@ -39,7 +39,7 @@ SETTINGS = [
 
 def corpus_vectors(n_posts: int, seed: int) -> np.ndarray:
     from embeddings.encoder import EncoderConfig, embed_batch, load_encoder
-    from recsim.corpus import load_corpus
+    from recsim.world.corpus import load_corpus
 
     corpus = load_corpus(max_per_source=max(n_posts // 6, 1), seed=seed).head(n_posts)
     encoder = load_encoder(EncoderConfig(max_length=64))

@@ -14,8 +14,8 @@ import logging
 import numpy as np
 
 from _common import report, timed
-from recsim.corpus import load_corpus
-from recsim.world import WorldConfig, _log_slates, build_world, slot_probabilities
+from recsim.world.corpus import load_corpus
+from recsim.world.world import WorldConfig, _log_slates, build_world, slot_probabilities
 
 
 def loop_slates(cfg: WorldConfig, rng: np.random.Generator, scores: np.ndarray):

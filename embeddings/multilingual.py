@@ -70,7 +70,7 @@ def agenda_labels(min_speeches: int = 8) -> pl.DataFrame:
     The agenda string is lower-cased and cut at its first bracket ("[Oral Answers ...]",
     "(número de expediente ...)") and to 60 characters, so one debate gets one label.
     """
-    from recsim.corpus import load_parlspeech_raw
+    from recsim.world.corpus import load_parlspeech_raw
 
     raw = load_parlspeech_raw().filter(pl.col("party").is_not_null() & (pl.col("party") != "NA")
                                        & (pl.col("agenda") != "NA"))
@@ -89,7 +89,7 @@ def load_multilingual_corpus(max_english_tweets: int = 400, seed: int = 0) -> pl
     Election tweets: every non-English one, and a seeded sample of English ones (they are 98%
     of the file and would otherwise swamp the language-identification task).
     """
-    from recsim.corpus import MULTILINGUAL_SOURCES, load_corpus
+    from recsim.world.corpus import MULTILINGUAL_SOURCES, load_corpus
 
     corpus = load_corpus((*MULTILINGUAL_SOURCES, "election_tweets"), seed=seed)
     tweets_en = corpus.filter((pl.col("source") == "election_tweets") & (pl.col("lang") == "en"))
@@ -341,7 +341,7 @@ def render(scores: pl.DataFrame, diffs: pl.DataFrame, cross: pl.DataFrame, targe
 # --- the run ---------------------------------------------------------------------------------
 
 def compare_multilingual(cfg: DictConfig, output_dir: str | Path) -> dict:
-    from recsim.corpus import load_corpus
+    from recsim.world.corpus import load_corpus
 
     start = time.perf_counter()
     out = Path(output_dir)

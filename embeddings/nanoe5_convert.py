@@ -44,10 +44,11 @@ from pathlib import Path
 
 import numpy as np
 
+from recsim.paths import CACHE_DIR
+
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DIR = REPO_ROOT / ".cache" / "models" / "multilingual-e5-small"
+DEFAULT_DIR = CACHE_DIR / "models" / "multilingual-e5-small"
 CONVERTER_VERSION = 1  # bump when the output format changes: set-up then reconverts
 QK = 32  # weights per Q4_0 block
 _BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])  # 18 bytes

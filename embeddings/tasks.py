@@ -150,7 +150,7 @@ class Task:
 
 def build_task(name: str, corpus: pl.DataFrame, min_label_count: int = 20,
                max_per_split: dict[str, int] | None = None, seed: int = 0) -> Task:
-    """The task `name` from a corpus frame (recsim.corpus.load_corpus).
+    """The task `name` from a corpus frame (recsim.world.corpus.load_corpus).
 
     Labels with fewer than `min_label_count` training texts are dropped. `max_per_split`
     caps the rows per split (a seeded sample; e.g. {"test": 300}).

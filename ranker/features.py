@@ -37,8 +37,8 @@ import polars as pl
 import torch
 from torchrec import KeyedJaggedTensor
 
-from ranker.history import MemberHistory
-from recsim.world import hours_since_start, lookup_sorted
+from ranker.retrieval.history import MemberHistory
+from recsim.world.world import hours_since_start, lookup_sorted
 
 FEATURE_GROUPS = ("ids", "history", "post_embedding", "member_embedding", "cosine", "counts",
                   "context")

@@ -21,7 +21,7 @@ from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTens
 from torchrec.models.dlrm import DLRM, DLRM_DCN
 
 from ranker.features import FeatureSpace
-from recsim.rewards import ACTIONS
+from recsim.world.rewards import ACTIONS
 
 INTERACTIONS = ("dlrm", "dcn")
 

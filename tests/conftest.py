@@ -9,14 +9,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def small_corpus():
-    from recsim.corpus import load_corpus
+    from recsim.world.corpus import load_corpus
 
     return load_corpus(max_per_source=400, seed=0)
 
 
 @pytest.fixture(scope="session")
 def small_world_config():
-    from recsim.world import WorldConfig
+    from recsim.world.world import WorldConfig
 
     return WorldConfig(seed=7, n_members=400, n_authors=80, n_impressions=20_000,
                        slate_size=5, n_candidates=20)
@@ -24,6 +24,6 @@ def small_world_config():
 
 @pytest.fixture(scope="session")
 def small_world(small_corpus, small_world_config):
-    from recsim.world import build_world
+    from recsim.world.world import build_world
 
     return build_world(small_world_config, corpus=small_corpus)

@@ -7,8 +7,8 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from recsim import corpus
-from recsim.corpus import CorpusError, load_corpus, package_file
+from recsim.world import corpus
+from recsim.world.corpus import CorpusError, load_corpus, package_file
 
 
 def _count_tab_labels(relpath: str, label_col: str) -> collections.Counter:

@@ -4,8 +4,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsim.distributed import evaluate_on_ray, shard_by_member
-from recsim.estimators import Bootstrap, evaluate
+from recsim.ope.distributed import evaluate_on_ray, shard_by_member
+from recsim.ope.estimators import Bootstrap, evaluate
 
 
 def _log(n=20_000, seed=0):
@@ -28,8 +28,8 @@ def test_shards_hold_each_member_once_and_keep_row_order():
 
 def test_shard_summaries_combine_to_the_single_process_numbers():
     """What each Ray task does, run in-process: summarize per shard, join, one bootstrap."""
-    from recsim.bootstrap import concat_sums
-    from recsim.estimators import finish_all, summarize
+    from recsim.ope.bootstrap import concat_sums
+    from recsim.ope.estimators import finish_all, summarize
 
     frame, names, boot = _log(), ["ips", "snips", "dr", "sndr"], Bootstrap(200, seed=5)
     parts = [summarize(names, s) for s in shard_by_member(frame, 3)]

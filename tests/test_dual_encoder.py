@@ -4,11 +4,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ranker.dual_encoder import (DualEncoder, DualEncoderConfig, contrastive_loss,
+from ranker.retrieval.dual_encoder import (DualEncoder, DualEncoderConfig, contrastive_loss,
                                  member_prompts_at, train_dual_encoder, training_examples)
-from ranker.prompts import PromptConfig, percentile_bucket, recent_posts_before, render_prompts
-from ranker.retrieval import PostIndex, RetrievalConfig, recall_at_k
-from recsim.world import WORLD_START
+from ranker.retrieval.prompts import PromptConfig, percentile_bucket, recent_posts_before, render_prompts
+from ranker.retrieval.index import PostIndex, RetrievalConfig, recall_at_k
+from recsim.world.world import WORLD_START
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -121,7 +121,7 @@ def tiny_causal_lm(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_world(small_corpus):
     """600 posts, 200 members: small enough to embed every post twice in a default test."""
-    from recsim.world import WorldConfig, build_world
+    from recsim.world.world import WorldConfig, build_world
 
     corpus = small_corpus.group_by("source", maintain_order=True).head(100)
     return build_world(WorldConfig(seed=3, n_members=200, n_authors=40, n_impressions=10_000,

@@ -163,7 +163,7 @@ def test_knn_and_label_ranks_known_answers():
 def test_comparison_targets_are_computed_from_the_table():
     import polars as pl
 
-    from embeddings.compare import summarize
+    from recsim.jobs.finetune import summarize
 
     rows = []
     for task, base, single, multi in [("a", 0.5, 0.6, 0.7), ("b", 0.5, 0.8, 0.7), ("z", 0.4, None, 0.5)]:

@@ -4,9 +4,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsim import ab
-from recsim.bootstrap import cluster_sums, concat_sums, finish, poisson_counts
-from recsim.estimators import ESTIMATORS, Bootstrap, check_decisions, estimate
+from recsim.ope import ab
+from recsim.ope.bootstrap import cluster_sums, concat_sums, finish, poisson_counts
+from recsim.ope.estimators import ESTIMATORS, Bootstrap, check_decisions, estimate
 
 
 def _decisions(**overrides):

@@ -245,7 +245,7 @@ def test_paired_bootstrap_and_targets_by_hand():
 def test_language_gaps():
     import polars as pl
 
-    from recsim.world import language_gaps
+    from recsim.world.world import language_gaps
 
     gap, post_idx = language_gaps(pl.Series(["de", "en", "sl"]), pl.Series(["en", "de", "es", "de"]))
     # columns: de, en, es
@@ -256,8 +256,8 @@ def test_language_gaps():
 def test_multilingual_world_prefers_own_language():
     import polars as pl
 
-    from recsim import ab
-    from recsim.world import WorldConfig, build_world
+    from recsim.ope import ab
+    from recsim.world.world import WorldConfig, build_world
 
     cfg = WorldConfig(n_members=300, n_authors=100, n_impressions=3000, max_posts_per_source=150,
                       corpus_sources=("newsgroups", "election_tweets", "parlspeech", "slo_comments"),
@@ -278,7 +278,7 @@ def test_multilingual_world_prefers_own_language():
 
 
 def test_default_world_has_no_language_term():
-    from recsim.world import WorldConfig
+    from recsim.world.world import WorldConfig
 
     assert WorldConfig().language_weight == 0.0
 

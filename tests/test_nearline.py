@@ -6,7 +6,7 @@ import pytest
 
 from embeddings.actors import ActorPoolConfig, model_version
 from embeddings.encoder import EncoderConfig, embed_batch, load_encoder
-from embeddings.nearline import EmbeddingStore, NearlineConfig, arrival_offsets, stream_posts
+from ranker.retrieval.nearline import EmbeddingStore, NearlineConfig, arrival_offsets, stream_posts
 
 TINY = EncoderConfig(num_layers=2, batch_size=8, precision="fp32")
 
@@ -87,7 +87,7 @@ def test_nearline_config_composes_and_takes_ray_address():
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from recsim.run import CONF_DIR
+    from recsim.paths import CONF_DIR
 
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
         cfg = instantiate(compose("nearline", overrides=["ray.address=ray://head:10001"]).nearline)

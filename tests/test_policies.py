@@ -1,7 +1,7 @@
 import polars as pl
 import pytest
 
-from recsim.policies import logged_top_slot, top_slot_probabilities, with_target
+from recsim.ope.policies import logged_top_slot, top_slot_probabilities, with_target
 
 
 def _scored():
@@ -35,9 +35,9 @@ def test_target_probability_is_zero_for_actions_never_chosen(small_world):
 
 import numpy as np  # noqa: E402
 
-from recsim.policies import (check_support, logged_conditionals, logged_marginals,  # noqa: E402
+from recsim.ope.policies import (check_support, logged_conditionals, logged_marginals,  # noqa: E402
                              plackett_luce, slot_marginals)
-from recsim.world import slot_probabilities  # noqa: E402
+from recsim.world.world import slot_probabilities  # noqa: E402
 
 
 def test_plackett_luce_is_the_worlds_logging_policy():

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ranker.ablation import summarize
+from recsim.jobs.ablation import summarize
 
 HEADS = ("click", "like", "comment", "share")
 
@@ -61,7 +61,7 @@ def test_sweep_summary_names_a_failed_job(tmp_path):
     from pathlib import Path
 
     proc = subprocess.run(
-        [sys.executable, "-m", "recsim.run", "-m", "experiment=ranker_ablation",
+        [sys.executable, "-m", "recsim.jobs.run", "-m", "experiment=ranker_ablation",
          "hydra.sweeper.params.ablation=no_counts", "sim.control.encoder_dir=null,no_such_model",
          "sim.n_bootstrap=50", "world.n_members=300", "world.n_impressions=6000",
          "world.max_posts_per_source=100", "embeddings.encoder.num_layers=2",

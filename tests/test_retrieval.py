@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ranker.retrieval import (INDEX_TYPES, PostIndex, RetrievalConfig, exact_search, overlap_at_k,
+from ranker.retrieval.index import (INDEX_TYPES, PostIndex, RetrievalConfig, exact_search, overlap_at_k,
                               recall_at_k)
 
 N, D = 3000, 32

@@ -17,7 +17,7 @@ ROOT = CONF.parent
 def _run(tmp_path, *overrides, check=True):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(
-        [sys.executable, "-m", "recsim.run", f"hydra.run.dir={tmp_path}", *overrides],
+        [sys.executable, "-m", "recsim.jobs.run", f"hydra.run.dir={tmp_path}", *overrides],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     if check:
@@ -124,8 +124,8 @@ def test_policy_text_prefix_gets_its_own_encoder():
     """experiment=multilingual_ab: e5 sees "passage: " before every post, the control does not."""
     from hydra.utils import instantiate
 
-    from recsim import policies
-    from recsim.run import policy_encoders
+    from recsim.ope import policies
+    from recsim.jobs.run import policy_encoders
 
     embed_cfg = instantiate(_compose(["experiment=debug"]).embeddings)
     roles = {"control": policies.PolicyConfig(name="a"),

@@ -5,7 +5,7 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from recsim.schema import IMPRESSIONS, MEMBERS, SchemaError, read_table, validate
+from recsim.world.schema import IMPRESSIONS, MEMBERS, SchemaError, read_table, validate
 
 
 def _impressions(**overrides) -> pl.DataFrame:

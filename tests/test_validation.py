@@ -1,10 +1,10 @@
-"""The validation harness on a tiny world (the N-seed numbers come from `python -m recsim.validate`)."""
+"""The validation harness on a tiny world (the N-seed numbers come from `python -m recsim.jobs.validate`)."""
 
 import numpy as np
 import pytest
 
-from recsim import validate
-from recsim.adapters import obd
+from recsim.jobs import validate
+from recsim.ope.adapters import obd
 
 TINY = dict(n_members=300, n_authors=60, n_impressions=4000, slate_size=5, n_candidates=20,
             max_posts_per_source=400)

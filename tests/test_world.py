@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsim.world import build_world, hours_since_start
+from recsim.world.world import build_world, hours_since_start
 
 
 def test_same_seed_gives_identical_frames(small_corpus, small_world_config, small_world):

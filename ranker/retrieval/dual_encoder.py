@@ -30,8 +30,8 @@ import torch.nn.functional as F
 
 from embeddings.encoder import POOLINGS, default_model_dir, pool
 from embeddings.train import load_trainable
-from ranker.prompts import PromptConfig, recent_posts_before, render_prompts
-from recsim.world import hours_since_start
+from ranker.retrieval.prompts import PromptConfig, recent_posts_before, render_prompts
+from recsim.world.world import hours_since_start
 
 log = logging.getLogger(__name__)
 

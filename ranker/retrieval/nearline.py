@@ -15,9 +15,9 @@ memory), so memory stays bounded whatever the rate.
 Exactly once: the store is keyed by (post_id, model_version) and upserts are idempotent, so a
 batch retried after its actor died (EmbeddingPool) can never store a post twice.
 
-    python -m embeddings.nearline                         # replay the debug world's posts
-    python -m embeddings.nearline nearline.rate=50 nearline.limit=2000
-    python -m embeddings.nearline ray.address=auto        # on a running Ray cluster
+    python -m ranker.retrieval.nearline                         # replay the debug world's posts
+    python -m ranker.retrieval.nearline nearline.rate=50 nearline.limit=2000
+    python -m ranker.retrieval.nearline ray.address=auto        # on a running Ray cluster
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from embeddings.actors import ActorPoolConfig, EmbeddingPool, model_version
-from recsim.run import CONF_DIR
+from recsim.paths import CONF_DIR
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def stream_posts(posts: pl.DataFrame, cfg: NearlineConfig, index=None,
     """Replay `posts` (post_id, text, created_at) as a stream; embed, store and index each.
 
     Args:
-        index: a ranker.retrieval.PostIndex to upsert into (e.g. built from a backfill); None
+        index: a ranker.retrieval.index.PostIndex to upsert into (e.g. built from a backfill); None
             builds one of type `cfg.index` from the first batch.
         store: the embedding store to upsert into; None starts an empty one.
         pool: a running EmbeddingPool (warm actors); None starts one from `cfg.pool`.
@@ -178,7 +178,7 @@ def stream_posts(posts: pl.DataFrame, cfg: NearlineConfig, index=None,
 
     Returns (timings per post, the store, the index).
     """
-    from ranker.retrieval import PostIndex, RetrievalConfig, index_type
+    from ranker.retrieval.index import PostIndex, RetrievalConfig, index_type
 
     if index is None and index_type(cfg.index) not in ("Flat", "HNSW"):
         raise ValueError(f"nearline.index: {cfg.index} needs training; build it from a backfill "
@@ -302,7 +302,7 @@ def main(cfg: DictConfig) -> None:
     """Replay the world's posts through the near-line path; write the store and a summary."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from recsim.world import build_world
+    from recsim.world.world import build_world
 
     nearline_cfg: NearlineConfig = instantiate(cfg.nearline)
     out = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir)

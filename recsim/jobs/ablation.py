@@ -7,7 +7,7 @@ every job's report.json and writes one table and one plot into the sweep directo
 control, on the evaluation period), the offline lift of the variant's policy with its interval,
 and the ground-truth lift from the world's user model.
 
-    python -m ranker.ablation multirun/ranker_ablation/<date>_<time> [--estimators snips replay]
+    python -m recsim.jobs.ablation multirun/ranker_ablation/<date>_<time> [--estimators snips replay]
 
 The sweep runs it itself after each job (the `AblationSummary` Hydra callback in the experiment).
 """
@@ -46,7 +46,7 @@ def _job(report: dict, estimators: list[str], job_dir: Path) -> dict:
 def summarize(sweep_dir: str | Path, estimators: list[str] | tuple[str, ...] = ("snips", "replay")
               ) -> dict:
     """Read the sweep's job reports; write ablation.{md,json,html} into `sweep_dir`."""
-    from recsim.report import write_ablation_report
+    from recsim.report.writer import write_ablation_report
 
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():

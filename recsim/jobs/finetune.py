@@ -1,8 +1,8 @@
 """The full LiPost comparison as one command: base vs single-task vs multi-task fine-tunes.
 
-    python -m embeddings.compare                       # the full comparison (~1 hour, 2 cores)
-    python -m embeddings.compare training=debug        # a quick check
-    python -m embeddings.compare --cfg job             # the composed config
+    python -m recsim.jobs.finetune                       # the full comparison (~1 hour, 2 cores)
+    python -m recsim.jobs.finetune training=debug        # a quick check
+    python -m recsim.jobs.finetune --cfg job             # the composed config
 
 Steps: 1. tasks from the real corpora; 2. the frozen base model; 3. one fine-tune per training
 task (evaluated on its own task); 4. the multi-task fine-tune (evaluated on every task, the
@@ -28,7 +28,7 @@ from embeddings.evaluate import EvalConfig, evaluate
 from embeddings.tasks import TASK_SPECS, build_task
 from embeddings.train import TrainConfig, train_once, write_model_card
 
-log = logging.getLogger("embeddings.compare")
+log = logging.getLogger("recsim.jobs.finetune")
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf" / "embeddings" / "finetune")
 
 
@@ -109,7 +109,7 @@ def render(wide: pl.DataFrame, table: pl.DataFrame, targets: dict, minutes: floa
 
 
 def compare(cfg: DictConfig, output_dir: str | Path) -> dict:
-    from recsim.corpus import load_corpus
+    from recsim.world.corpus import load_corpus
 
     start = time.perf_counter()
     out = Path(output_dir)

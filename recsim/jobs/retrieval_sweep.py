@@ -34,12 +34,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ranker.dual_encoder import (DualEncoder, DualEncoderConfig, member_prompts_at,
+from ranker.retrieval.dual_encoder import (DualEncoder, DualEncoderConfig, member_prompts_at,
                                  train_dual_encoder, training_examples)
-from ranker.history import MemberHistory
-from ranker.prompts import NUMERIC_FEATURES
-from ranker.retrieval import PostIndex, RetrievalConfig, index_type, recall_per_member
-from recsim.world import WORLD_START
+from ranker.retrieval.history import MemberHistory
+from ranker.retrieval.prompts import NUMERIC_FEATURES
+from ranker.retrieval.index import PostIndex, RetrievalConfig, index_type, recall_per_member
+from recsim.world.world import WORLD_START
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def run_sweep(world_cfg, embed_cfg, retrieval_cfg: RetrievalConfig, sweep: Sweep
               output_dir: str | Path, corpus: pl.DataFrame | None = None) -> dict:
     """Build the world, evaluate every method of the grid, write the tables; return them."""
     from embeddings.actors import embed_texts
-    from recsim.world import build_world
+    from recsim.world.world import build_world
 
     for kind in sweep.indexes:
         index_type(kind)  # an unknown index type fails before any work

@@ -25,14 +25,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from recsim import ab, estimators, policies, rewards
-from recsim.report import fingerprint, package_versions, weight_histogram, write_report
-from recsim.world import WORLD_START, build_world
+from recsim.ope import ab, estimators, policies
+from recsim.paths import CONF_DIR, project_path
+from recsim.world import rewards
+from recsim.report.writer import fingerprint, package_versions, weight_histogram, write_report
+from recsim.world.world import WORLD_START, build_world
 
-log = logging.getLogger("recsim.run")
-# Absolute, so the console script and `python -m` find the same conf/ (editable install).
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = str(PROJECT_ROOT / "conf")
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -55,11 +54,11 @@ def _encoder_dir(path: str | None) -> str | None:
     """A policy's encoder directory, relative paths taken from the project root."""
     if path is None:
         return None
-    resolved = Path(path) if Path(path).is_absolute() else PROJECT_ROOT / path
+    resolved = project_path(path)
     if not (resolved / "config.json").exists():
         raise FileNotFoundError(
             f"sim policy encoder_dir: {resolved} is not a model directory; train it first "
-            "with `make finetune` (python -m embeddings.compare)")
+            "with `make finetune` (python -m recsim.jobs.finetune)")
     return str(resolved)
 
 
@@ -94,10 +93,10 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
     from embeddings.actors import embed_texts
     from embeddings.encoder import resolve_backend, resolve_device_and_dtype
     from ranker.features import FeatureSpace, check_groups
-    from ranker.history import MemberHistory
+    from ranker.retrieval.history import MemberHistory
     import torch
 
-    from ranker.retrieval import PostIndex, recall_at_k
+    from ranker.retrieval.index import PostIndex, recall_at_k
     from ranker.train import predict, save_checkpoint, train
 
     timings: dict[str, float] = {}
@@ -283,7 +282,7 @@ def main(cfg: DictConfig) -> float:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     output_dir = cfg.report.output_dir or HydraConfig.get().runtime.output_dir
     if cfg.get("retrieval_sweep") is not None:  # experiment=retrieval_sweep: a table, no A/B
-        from ranker.retrieval_eval import sweep_from_config
+        from recsim.jobs.retrieval_sweep import sweep_from_config
         return sweep_from_config(cfg, output_dir)
     report = run(cfg, output_dir)
     return report["lifts"][0]["lift"]

@@ -2,8 +2,8 @@
 policies on its log, and serves both policies to the world's user model for the true lift.
 Over N seeds: per estimator, the bias of the estimated lift and the coverage of its interval.
 
-    python -m recsim.validate --seeds 20                 # about 5 s per seed on 2 cores
-    python -m recsim.validate --seeds 5 --metric dwell --out validation.json
+    python -m recsim.jobs.validate --seeds 20                 # about 5 s per seed on 2 cores
+    python -m recsim.jobs.validate --seeds 5 --metric dwell --out validation.json
 
 No embeddings or ranker here, so a seed takes seconds: both policies score the logged
 candidates from the world's own features.
@@ -36,11 +36,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsim import ab, policies, rewards
-from recsim.estimators import Bootstrap, SLATE_ESTIMATORS
-from recsim.world import World, WorldConfig, build_world, hours_since_start, slot_probabilities
+from recsim.ope import ab, policies
+from recsim.world import rewards
+from recsim.ope.estimators import Bootstrap, SLATE_ESTIMATORS
+from recsim.world.world import World, WorldConfig, build_world, hours_since_start, slot_probabilities
 
-log = logging.getLogger("recsim.validate")
+log = logging.getLogger("recsim.jobs.validate")
 
 TOP_SLOT_ESTIMATORS = ("replay", "ips", "clipped_ips", "snips", "dm", "dr", "sndr")
 VALIDATION_WORLD = dict(n_members=2000, n_authors=300, n_impressions=60_000, slate_size=10,
@@ -236,8 +237,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default="validation.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("recsim.world").setLevel(logging.WARNING)
-    from recsim.corpus import load_corpus
+    logging.getLogger("recsim.world.world").setLevel(logging.WARNING)
+    from recsim.world.corpus import load_corpus
 
     corpus = load_corpus(max_per_source=VALIDATION_WORLD["max_posts_per_source"], seed=0)
     seeds = []

@@ -18,9 +18,9 @@ from statistics import NormalDist
 import numpy as np
 import polars as pl
 
-from recsim import rewards
-from recsim.estimators import Bootstrap, Estimate, evaluate, percentile_interval
-from recsim.world import UserModel
+from recsim.world import rewards
+from recsim.ope.estimators import Bootstrap, Estimate, evaluate, percentile_interval
+from recsim.world.world import UserModel
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def offline_lifts(names: list[str], control: pl.DataFrame, treatment: pl.DataFra
     if ray_shards:
         from functools import partial
 
-        from recsim.distributed import evaluate_on_ray
+        from recsim.ope.distributed import evaluate_on_ray
         run = partial(evaluate_on_ray, n_shards=ray_shards)
     c = run(names, control, boot, alpha, source="control decisions")
     t = run(names, treatment, boot, alpha, source="treatment decisions")
@@ -157,7 +157,7 @@ def true_value(truth: UserModel, action_probs: pl.DataFrame, requests: pl.DataFr
         action_probs: (request_id, post_id, prob[, position]) the policy's probability of each
             post at each slot (marginal over the slots above); without `position`, the top slot.
         requests: (request_id, member_id, timestamp) the requests it is served to.
-        metric: a recsim.rewards metric (the older "p_click" style names are accepted too).
+        metric: a recsim.world.rewards metric (the older "p_click" style names are accepted too).
     """
     metric = metric.removeprefix("p_").removeprefix("e_").removesuffix("_seconds")
     rows = action_probs.filter(pl.col("prob") > 0).join(requests, on="request_id")

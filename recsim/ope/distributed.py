@@ -1,12 +1,12 @@
 """Beyond one machine: shard a log by member across Ray tasks and combine per-shard statistics.
 
-Each task runs the plain `recsim.estimators.summarize` on its shard: rows become per-member sums
+Each task runs the plain `recsim.ope.estimators.summarize` on its shard: rows become per-member sums
 of every estimator's terms. The driver joins the shards' member tables (`concat_sums`) and
 draws the bootstrap once (`finish_all`). A member's rows all sit in one shard, in their log
 order, and its Poisson counts depend only on (seed, member_id, replicate), so the numbers are
 exactly those of a single-process `evaluate` with the same seed, bit for bit.
 
-    from recsim.distributed import evaluate_on_ray
+    from recsim.ope.distributed import evaluate_on_ray
     results = evaluate_on_ray(["ips", "snips"], frame, Bootstrap(500, seed=0), n_shards=8)
 
 Start Ray first (`ray.init(address=...)`) to use a cluster; otherwise a local one is started.
@@ -20,8 +20,8 @@ import numpy as np
 import polars as pl
 import ray
 
-from recsim.bootstrap import Estimate, concat_sums
-from recsim.estimators import Bootstrap, finish_all, summarize
+from recsim.ope.bootstrap import Estimate, concat_sums
+from recsim.ope.estimators import Bootstrap, finish_all, summarize
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def _summarize_shard(names: list[str], shard: pl.DataFrame, source: str):
 def evaluate_on_ray(names: list[str], frame: pl.DataFrame, boot: Bootstrap, n_shards: int,
                     alpha: float | None = None,
                     source: str = "decisions") -> dict[str, tuple[Estimate, np.ndarray]]:
-    """`recsim.estimators.evaluate`, with the row work spread over `n_shards` Ray tasks."""
+    """`recsim.ope.estimators.evaluate`, with the row work spread over `n_shards` Ray tasks."""
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     shards = [s for s in shard_by_member(frame, n_shards) if s.height]

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from recsim.bootstrap import (ClusterSums, Combine, Estimate, cluster_sums, finish,
+from recsim.ope.bootstrap import (ClusterSums, Combine, Estimate, cluster_sums, finish,
                               percentile_interval, ratio, replicate)
 
 __all__ = ["Estimate", "Estimator", "ESTIMATORS", "Bootstrap", "check_decisions", "contributions",

@@ -48,7 +48,7 @@ def top_slot_probabilities(scored: pl.DataFrame, temperature: float) -> pl.DataF
 def logged_top_slot(impressions: pl.DataFrame, reward: str | pl.Expr = "click") -> pl.DataFrame:
     """The logged first-slot decisions: (request_id, member_id, timestamp, post_id, propensity, reward).
 
-    `reward`: a column name or an expression (recsim.rewards.observed(metric)).
+    `reward`: a column name or an expression (recsim.world.rewards.observed(metric)).
     """
     reward = pl.col(reward) if isinstance(reward, str) else reward
     return impressions.filter(pl.col("position") == 1).select(
@@ -109,7 +109,7 @@ def plackett_luce(temperature: float, epsilon: float = 0.0):
     """(1 - eps) softmax(scores / T) + eps uniform, over the available candidates at each slot.
 
     T = 0 is the sorted ranking (ties to the lower column). Same numbers as
-    recsim.world.slot_probabilities, with the exponentials computed once, not once per slot.
+    recsim.world.world.slot_probabilities, with the exponentials computed once, not once per slot.
     """
     def bind(scores: np.ndarray):
         rows = np.arange(len(scores))

@@ -211,7 +211,7 @@ def _inline(text: str) -> str:
 
 def render_html(r: dict) -> str:
     """One self-contained page: the Markdown's sections as HTML, plots inlined as base64 PNG."""
-    from recsim import plots  # matplotlib only when an HTML report is written
+    from recsim.report import plots  # matplotlib only when an HTML report is written
 
     figures = plots.report_figures(r)
     sim = r["sim"]
@@ -302,7 +302,7 @@ def _ablation_text(s: dict) -> list[str]:
 
 def write_ablation_report(summary: dict, output_dir: str | Path) -> dict[str, Path]:
     """Write ablation.json, ablation.md and ablation.html (table + inlined plot)."""
-    from recsim import plots
+    from recsim.report import plots
 
     out = Path(output_dir)
     headers, rows = _ablation_table(summary)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsim.schema import CORPUS, validate
+from recsim.world.schema import CORPUS, validate
 
 log = logging.getLogger(__name__)
 

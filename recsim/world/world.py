@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from recsim.corpus import SOURCES, TOPICS, load_corpus
-from recsim.schema import CANDIDATES, IMPRESSIONS, MEMBERS, POSTS, validate
+from recsim.world.corpus import SOURCES, TOPICS, load_corpus
+from recsim.world.schema import CANDIDATES, IMPRESSIONS, MEMBERS, POSTS, validate
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ The check of the Open Bandit paper (Saito et al. 2021): estimate one policy's cl
 the *other* policy's log and compare with its observed on-policy click rate, as a relative
 estimation error |estimate - on-policy| / on-policy.
 
-    python -m recsim.adapters.obd [--n-boot 500]
+    python -m recsim.ope.adapters.obd [--n-boot 500]
 
 Evaluation policies' action distributions, per (item, position):
     random  1/80
@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 import yaml
 
-from recsim.estimators import Bootstrap, evaluate
+from recsim.ope.estimators import Bootstrap, evaluate
 
 log = logging.getLogger(__name__)
 
