@@ -34,7 +34,7 @@ ab-embeddings: setup  # downstream A/B: the ranker with base vs fine-tuned post 
 	$(PY) -m recsim.jobs.run experiment=embeddings_ab $(ARGS)
 
 nearline: setup  # replay the debug world's posts through the near-line path (Ray actors -> FAISS)
-	$(PY) -m ranker.retrieval.nearline $(ARGS)
+	$(PY) -m recsim.jobs.nearline $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache benchmarks/results

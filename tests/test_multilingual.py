@@ -205,7 +205,8 @@ def test_fold_predictions_and_cross_lingual_hits_by_hand():
 def test_paired_bootstrap_and_targets_by_hand():
     import polars as pl
 
-    from embeddings.multilingual import paired_bootstrap, render, summarize
+    from embeddings.multilingual import paired_bootstrap, summarize
+    from recsim.jobs.multilingual import render
 
     diff, lo, hi = paired_bootstrap(np.ones(50), np.zeros(50), 200, seed=0)
     assert diff == lo == hi == 1.0  # a constant difference has no spread
@@ -288,7 +289,7 @@ def test_multilingual_comparison_config_composes():
 
     from hydra import compose, initialize_config_dir
 
-    conf = Path(__file__).resolve().parents[1] / "conf" / "embeddings" / "finetune"
+    conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
         cfg = compose("multilingual", overrides=["training=debug", "evaluation=debug"])
     from embeddings.tasks import MULTILINGUAL_TASKS

@@ -16,7 +16,7 @@ def test_retrieval_sweep_writes_one_table(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "recsim.jobs.run", "experiment=retrieval_sweep", "world=debug",
+        [sys.executable, "-m", "recsim.jobs.retrieval_sweep", "world=debug",
          f"hydra.run.dir={tmp_path}", "embeddings.encoder.num_layers=1",
          "retrieval_sweep.ks=[10,50,100]", "retrieval_sweep.indexes=[Flat,HNSW]",
          "retrieval_sweep.dual_encoder.num_layers=1", "retrieval_sweep.dual_encoder.steps=3",
@@ -51,7 +51,7 @@ def test_retrieval_sweep_writes_one_table(tmp_path):
 
 def test_unknown_index_type_in_the_sweep_fails_before_any_work(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "recsim.jobs.run", "experiment=retrieval_sweep", "world=debug",
+        [sys.executable, "-m", "recsim.jobs.retrieval_sweep", "world=debug",
          f"hydra.run.dir={tmp_path}", "retrieval_sweep.indexes=[Flat,ScaNN]"],
         cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
         timeout=300)

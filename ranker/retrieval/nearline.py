@@ -15,14 +15,11 @@ memory), so memory stays bounded whatever the rate.
 Exactly once: the store is keyed by (post_id, model_version) and upserts are idempotent, so a
 batch retried after its actor died (EmbeddingPool) can never store a post twice.
 
-    python -m ranker.retrieval.nearline                         # replay the debug world's posts
-    python -m ranker.retrieval.nearline nearline.rate=50 nearline.limit=2000
-    python -m ranker.retrieval.nearline ray.address=auto        # on a running Ray cluster
+The job that replays a world's posts through it: recsim/jobs/nearline.py (`recsim-nearline`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -32,15 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hydra
 import numpy as np
 import polars as pl
-from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 
 from embeddings.actors import ActorPoolConfig, EmbeddingPool, model_version
-from recsim.paths import CONF_DIR
 
 log = logging.getLogger(__name__)
 
@@ -295,29 +287,3 @@ def _memory_sample(pool: EmbeddingPool, t: float, store: EmbeddingStore) -> dict
         actors = float("nan")
     return {"t_s": t, "driver_mb": rss_mb(os.getpid()), "actors_mb": actors,
             "store_mb": store.nbytes() / 2**20}
-
-
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="nearline")
-def main(cfg: DictConfig) -> None:
-    """Replay the world's posts through the near-line path; write the store and a summary."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from recsim.world.world import build_world
-
-    nearline_cfg: NearlineConfig = instantiate(cfg.nearline)
-    out = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    posts = build_world(instantiate(cfg.world)).posts
-    result, store, _ = stream_posts(posts, nearline_cfg)
-    summary = {**result.summary(), "model_version": model_version(nearline_cfg.pool.encoder),
-               "config": OmegaConf.to_container(cfg, resolve=True)}
-    store.write_parquet(out / "embeddings.parquet")
-    (out / "nearline.json").write_text(json.dumps(summary, indent=2))
-    log.info("near-line: %d posts at %.1f posts/s; creation -> searchable p50 %.2f s, p99 %.2f s, "
-             "max %.2f s; %d actor restarts; wrote %s", summary["posts"], summary["posts_per_s"],
-             summary["freshness_p50_s"], summary["freshness_p99_s"], summary["freshness_max_s"],
-             summary["restarts"], out / "embeddings.parquet")
-
-
-if __name__ == "__main__":
-    main()

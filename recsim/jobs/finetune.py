@@ -27,9 +27,9 @@ from embeddings.encoder import EncoderConfig, load_encoder
 from embeddings.evaluate import EvalConfig, evaluate
 from embeddings.tasks import TASK_SPECS, build_task
 from embeddings.train import TrainConfig, train_once, write_model_card
+from recsim.paths import CONF_DIR
 
 log = logging.getLogger("recsim.jobs.finetune")
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf" / "embeddings" / "finetune")
 
 
 def _train_config(cfg: DictConfig, steps: int) -> TrainConfig:

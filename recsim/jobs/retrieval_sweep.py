@@ -1,7 +1,8 @@
 """Retrieval evaluation: recall@K of held-out engagements per member-vector method and segment.
 
-    recsim-run experiment=retrieval_sweep            # the grid below, one table
-    recsim-run experiment=retrieval_sweep world=debug retrieval_sweep.dual_encoder.steps=20
+    recsim-retrieval-sweep                           # the grid below, one table
+    recsim-retrieval-sweep world=debug retrieval_sweep.dual_encoder.steps=20
+    python -m recsim.jobs.retrieval_sweep --cfg job  # the composed config (conf/retrieval_sweep.yaml)
 
 The log is split in time (the first `train_fraction` of impressions trains, the rest is held
 out). Every member with a held-out engagement is a query; recall@K is the share of their
@@ -31,14 +32,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import hydra
 import numpy as np
 import polars as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 from ranker.retrieval.dual_encoder import (DualEncoder, DualEncoderConfig, member_prompts_at,
                                  train_dual_encoder, training_examples)
 from ranker.retrieval.history import MemberHistory
 from ranker.retrieval.prompts import NUMERIC_FEATURES
 from ranker.retrieval.index import PostIndex, RetrievalConfig, index_type, recall_per_member
+from recsim.paths import CONF_DIR
 from recsim.world.world import WORLD_START
 
 log = logging.getLogger(__name__)
@@ -231,10 +237,8 @@ def _markdown(frame: pl.DataFrame) -> str:
 
 
 def sweep_from_config(cfg, output_dir: str | Path) -> float:
-    """The Hydra entry (recsim-run experiment=retrieval_sweep): build the stage configs from
-    the composed config, run the sweep, log the table; return history recall@max(K) (all)."""
-    from hydra.utils import instantiate
-
+    """Build the stage configs from the composed config, run the sweep, log the table; return
+    history recall@max(K) (all members)."""
     sweep: SweepConfig = instantiate(cfg.retrieval_sweep)
     result = run_sweep(instantiate(cfg.world), instantiate(cfg.embeddings),
                        instantiate(cfg.retrieval), sweep, output_dir)
@@ -244,3 +248,12 @@ def sweep_from_config(cfg, output_dir: str | Path) -> float:
         if result["number_probe"].height:
             log.info("numbers carried by the member embedding (R^2):\n%s", result["number_probe"])
     return float(table[f"recall@{max(sweep.ks)}"][0])
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="retrieval_sweep")
+def main(cfg: DictConfig) -> float:
+    return sweep_from_config(cfg, HydraConfig.get().runtime.output_dir)
+
+
+if __name__ == "__main__":
+    main()

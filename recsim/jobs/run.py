@@ -281,9 +281,6 @@ def main(cfg: DictConfig) -> float:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     output_dir = cfg.report.output_dir or HydraConfig.get().runtime.output_dir
-    if cfg.get("retrieval_sweep") is not None:  # experiment=retrieval_sweep: a table, no A/B
-        from recsim.jobs.retrieval_sweep import sweep_from_config
-        return sweep_from_config(cfg, output_dir)
     report = run(cfg, output_dir)
     return report["lifts"][0]["lift"]
 

@@ -21,8 +21,6 @@ Rows are the bootstrap clusters (the sample has no user id).
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 from importlib import metadata
 from pathlib import Path
@@ -131,21 +129,3 @@ def relative_errors(n_boot: int = 500, seed: int = 0) -> list[dict]:
                          **{k: est.diagnostics[k] for k in ("effective_sample_size",
                                                             "max_weight", "unsupported_mass")}})
     return rows
-
-
-def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-boot", type=int, default=500)
-    parser.add_argument("--out", default="obd_relative_errors.json")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    rows = relative_errors(args.n_boot)
-    with pl.Config(tbl_rows=30, tbl_cols=20, float_precision=5, tbl_width_chars=200):
-        log.info("Open Bandit Dataset sample (obp 0.4.1), click rate:\n%s", pl.DataFrame(rows))
-    Path(args.out).write_text(json.dumps(rows, indent=2))
-    log.info("wrote %s", args.out)
-    return rows
-
-
-if __name__ == "__main__":
-    main()
