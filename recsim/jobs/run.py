@@ -26,28 +26,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from recsim.ope import ab, estimators, policies
+from recsim.ope.config import SimConfig
 from recsim.paths import CONF_DIR, project_path
 from recsim.world import rewards
 from recsim.report.writer import fingerprint, package_versions, weight_histogram, write_report
 from recsim.world.world import WORLD_START, build_world
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class SimConfig:
-    metric: str = "click"  # recsim/rewards.py: click, like, ..., engagement, weighted, dwell
-    reward_weights: dict[str, float] | None = None  # for metric=weighted
-    estimators: list[str] = dataclasses.field(default_factory=lambda: ["ips", "snips"])
-    reward_model: str = "treatment"  # whose ranker predicts clicks for DM / DR / SNDR
-    segment_estimator: str = "snips"  # per-segment lifts use this estimator
-    ray_shards: int = 0  # > 0: sum the log's rows in that many Ray tasks (same numbers)
-    n_bootstrap: int = 500
-    alpha: float = 0.05
-    policy_temperature: float = 0.0
-    max_eval_requests: int | None = None
-    control: policies.PolicyConfig = dataclasses.field(default_factory=policies.PolicyConfig)
-    treatment: policies.PolicyConfig = dataclasses.field(default_factory=policies.PolicyConfig)
 
 
 def _encoder_dir(path: str | None) -> str | None:
