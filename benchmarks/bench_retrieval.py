@@ -27,7 +27,8 @@ import faiss
 import numpy as np
 
 from _common import report, timed
-from ranker.retrieval.index import PostIndex, RetrievalConfig, overlap_at_k
+from ranker.retrieval.index import PostIndex, RetrievalConfig
+from ranker.retrieval.recall import overlap_at_k
 
 # (name, RetrievalConfig fields at build, search-time settings to sweep)
 SETTINGS = [

@@ -204,3 +204,45 @@ def load_checkpoint(path: str | Path, space: FeatureSpace) -> MultiTaskRanker:
     model.load_state_dict(saved["state_dict"])
     model.eval()
     return model
+
+
+# --- the run's ranker step -------------------------------------------------------------------
+
+@dataclass
+class Scores:
+    """A ranker's view of candidate rows: what the policy ranks by, and the click head."""
+
+    score: np.ndarray  # [N] log of the ranking score (weighted heads' probabilities)
+    click_prob: np.ndarray  # [N] float64 click probability (the click head)
+
+
+def score_candidates(model: MultiTaskRanker, space: FeatureSpace, rows: pl.DataFrame) -> Scores:
+    """Score rows (request_id, member_id, post_id, position, timestamp) in batches."""
+    logits = torch.from_numpy(predict(model, space, rows))
+    return Scores(score=model.ranking_score(logits).clamp_min(1e-12).log().numpy(),
+                  click_prob=torch.sigmoid(logits[:, model.heads.index("click")]).numpy()
+                  .astype(np.float64))
+
+
+@dataclass
+class TrainedRanker:
+    model: MultiTaskRanker
+    space: FeatureSpace
+    metrics: RankerMetrics
+    checkpoint: Path
+
+    def score(self, rows: pl.DataFrame) -> Scores:
+        return score_candidates(self.model, self.space, rows)
+
+
+def fit_ranker(features: list[str], posts: pl.DataFrame, post_vectors: np.ndarray,
+               members: pl.DataFrame, history, impressions: pl.DataFrame,
+               train_rows: pl.DataFrame, test_rows: pl.DataFrame, cfg: RankerConfig, seed: int,
+               name: str, checkpoint: str | Path) -> TrainedRanker:
+    """Build the feature space of `features`, train on `train_rows`, measure on `test_rows`,
+    and save the checkpoint. `history` is the MemberHistory over `post_vectors`."""
+    space = FeatureSpace.build(features, posts, post_vectors, members, history, impressions,
+                               recent_k=cfg.recent_k, embedding_dims=cfg.embedding_dims,
+                               embedding_projection=cfg.embedding_projection)
+    model, metrics = train(space, train_rows, test_rows, cfg, seed, name=name)
+    return TrainedRanker(model, space, metrics, save_checkpoint(model, checkpoint))

@@ -7,7 +7,8 @@ import pytest
 from ranker.retrieval.dual_encoder import (DualEncoder, DualEncoderConfig, contrastive_loss,
                                  member_prompts_at, train_dual_encoder, training_examples)
 from ranker.retrieval.prompts import PromptConfig, percentile_bucket, recent_posts_before, render_prompts
-from ranker.retrieval.index import PostIndex, RetrievalConfig, recall_at_k
+from ranker.retrieval.index import PostIndex, RetrievalConfig
+from ranker.retrieval.recall import recall_at_k
 from recsim.world.world import WORLD_START
 
 

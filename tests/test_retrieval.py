@@ -6,8 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ranker.retrieval.index import (INDEX_TYPES, PostIndex, RetrievalConfig, exact_search, overlap_at_k,
-                              recall_at_k)
+from ranker.retrieval.index import INDEX_TYPES, PostIndex, RetrievalConfig
+from ranker.retrieval.recall import exact_search, overlap_at_k, recall_at_k
 
 N, D = 3000, 32
 

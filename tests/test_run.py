@@ -124,14 +124,14 @@ def test_policy_text_prefix_gets_its_own_encoder():
     """experiment=multilingual_ab: e5 sees "passage: " before every post, the control does not."""
     from hydra.utils import instantiate
 
+    from embeddings.post_vectors import pool_for
     from recsim.ope import policies
-    from recsim.jobs.run import policy_encoders
 
     embed_cfg = instantiate(_compose(["experiment=debug"]).embeddings)
     roles = {"control": policies.PolicyConfig(name="a"),
              "treatment": policies.PolicyConfig(name="b", text_prefix="passage: "),
              "same": policies.PolicyConfig(name="c", text_prefix="passage: ")}
-    encoders = policy_encoders(roles, embed_cfg)
+    encoders = {role: pool_for(embed_cfg, p.encoder_dir, p.text_prefix) for role, p in roles.items()}
     assert encoders["control"] == ((None, None), embed_cfg)
     assert encoders["treatment"][0] == (None, "passage: ") == encoders["same"][0]
     assert encoders["treatment"][1].encoder.text_prefix == "passage: "

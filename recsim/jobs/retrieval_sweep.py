@@ -43,7 +43,8 @@ from ranker.retrieval.dual_encoder import (DualEncoder, DualEncoderConfig, membe
                                  train_dual_encoder, training_examples)
 from ranker.retrieval.history import MemberHistory
 from ranker.retrieval.prompts import NUMERIC_FEATURES
-from ranker.retrieval.index import PostIndex, RetrievalConfig, index_type, recall_per_member
+from ranker.retrieval.index import PostIndex, RetrievalConfig, index_type
+from ranker.retrieval.recall import recall_per_member
 from recsim.paths import CONF_DIR
 from recsim.world.world import WORLD_START
 
