@@ -38,7 +38,8 @@ import torch
 from torchrec import KeyedJaggedTensor
 
 from ranker.retrieval.history import MemberHistory
-from recsim.world.world import hours_since_start, lookup_sorted
+from recsim.world.timeline import hours_since_start
+from recsim.world.world import lookup_sorted
 
 FEATURE_GROUPS = ("ids", "history", "post_embedding", "member_embedding", "cosine", "counts",
                   "context")

@@ -12,7 +12,7 @@ from ranker.retrieval.history import MemberHistory
 from ranker.model import MultiTaskRanker, RankerConfig
 from ranker.train import (evaluate, head_metrics, load_checkpoint, predict, save_checkpoint,
                           time_split, train)
-from recsim.world.world import WORLD_START
+from recsim.world.timeline import WORLD_START
 
 ALL = ["ids", "history", "post_embedding", "member_embedding", "cosine", "counts", "context"]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from recsim.world.world import hours_since_start
+from recsim.world.timeline import hours_since_start
 
 
 class MemberHistory:

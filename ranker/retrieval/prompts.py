@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from recsim.world.world import hours_since_start
+from recsim.world.timeline import hours_since_start
 
 # member column -> label in the prompt, and how a raw value is written
 NUMERIC_FEATURES = {
