@@ -22,37 +22,50 @@ from recsim.world.timeline import hours_since_start
 
 
 class PointInTimeEvents:
-    """Events (key, time) sorted once; per query (key, t): the block of events strictly before t.
+    """Events (key, time) sorted once by (key, time); per query (key, t), the block of the key's
+    events strictly before t, found by binary search.
+
+    The search runs on one int64 per event, key code * (U + 1) + rank of its time among the U
+    distinct event times, so "strictly before t" is an exact comparison (a float composite
+    key * span + time would merge times a few microseconds apart once there are many keys).
 
     Args:
         keys: [N] int64 event keys (a member or post id).
         t: [N] event times in hours.
+
+    Attributes:
+        order: [N] the sort: sorted event i is input row order[i].
+        keys: [K] the distinct keys, sorted.
     """
 
     def __init__(self, keys: np.ndarray, t: np.ndarray):
-        order = np.lexsort((t, keys))
-        self.order = order
-        self.keys, codes = np.unique(keys[order], return_inverse=True)
-        t = t[order]
-        self.t0 = t.min() if len(t) else 0.0
-        self.span = (t.max() - self.t0 + 1.0) if len(t) else 1.0
-        self.composite = codes * self.span + (t - self.t0)
+        keys, t = np.asarray(keys), np.asarray(t)
+        self.order = np.lexsort((t, keys))  # stable: ties keep their input order
+        self.keys, codes = np.unique(keys[self.order], return_inverse=True)
+        self.times = np.unique(t)  # [U] distinct event times, sorted
+        self.width = len(self.times) + 1  # a query time's rank runs 0..U
+        rank = np.searchsorted(self.times, t[self.order])
+        self.composite = codes.astype(np.int64) * self.width + rank  # [N] sorted
 
     def before(self, keys: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """[B] start and end (exclusive) into the sorted events: the key's events before t."""
+        """[B] start and end (exclusive) into the sorted events: the key's events before t.
+
+        keys: [B]; t: [B] query times in hours. Unknown keys get an empty block (end == start).
+        """
+        keys, t = np.asarray(keys), np.asarray(t)
         if not len(self.keys):
             zero = np.zeros(len(keys), dtype=np.int64)
             return zero, zero
         pos = np.searchsorted(self.keys, keys).clip(0, len(self.keys) - 1)
         known = self.keys[pos] == keys
-        base = pos * self.span
-        start = np.searchsorted(self.composite, base - 0.5, side="left")
-        end = np.searchsorted(self.composite,
-                              base + np.clip(t - self.t0, -0.5, self.span - 0.5), side="left")
-        end = np.where(known, end, start)
-        return start, end
+        base = pos.astype(np.int64) * self.width
+        start = np.searchsorted(self.composite, base, side="left")
+        end = np.searchsorted(self.composite, base + np.searchsorted(self.times, t, side="left"),
+                              side="left")
+        return start, np.where(known, end, start)
 
     def count_before(self, keys: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """[B] number of the key's events strictly before t."""
         start, end = self.before(keys, t)
         return end - start
 
