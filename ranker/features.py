@@ -24,7 +24,8 @@ random-ish projection for others), `pca` projects onto the posts' top E principa
 
 Everything is point-in-time (events strictly before each row's timestamp, so no row sees its
 own label; slates share a timestamp, so a slate's own clicks are unseen too) and vectorised
-over rows: events are sorted once by (key, time) and each lookup is a binary search.
+over rows: events are sorted once by (key, time) and each lookup is a binary search
+(ranker.retrieval.history.PointInTimeEvents, shared with history vectors and prompts).
 Shape legend: B rows, D vector dim, E reduced dim, K recent_k.
 """
 
