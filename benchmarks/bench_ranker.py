@@ -26,8 +26,8 @@ from _common import report
 from ranker.features import FeatureSpace
 from ranker.retrieval.history import MemberHistory
 from ranker.model import MultiTaskRanker, RankerConfig
-from ranker.train import time_split
 from recsim.world.corpus import load_corpus
+from recsim.world.timeline import time_split
 from recsim.world.world import WorldConfig, build_world
 
 GROUPS = ["ids", "history", "post_embedding", "member_embedding", "cosine", "counts", "context"]
@@ -129,7 +129,7 @@ def main() -> None:
     space = FeatureSpace.build(GROUPS, world.posts, vectors, world.members, history,
                                world.impressions, cfg.recent_k, cfg.embedding_dims,
                                cfg.embedding_projection)
-    train_rows, test_rows = time_split(world.impressions, 0.7)
+    train_rows, test_rows, _ = time_split(world.impressions, 0.7)
 
     trec = MultiTaskRanker(space, cfg)
     plain = PlainDLRM(space.tables(), space.dense_dim, cfg)

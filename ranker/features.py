@@ -24,7 +24,8 @@ random-ish projection for others), `pca` projects onto the posts' top E principa
 
 Everything is point-in-time (events strictly before each row's timestamp, so no row sees its
 own label; slates share a timestamp, so a slate's own clicks are unseen too) and vectorised
-over rows: events are sorted once by (key, time) and each lookup is a binary search.
+over rows: events are sorted once by (key, time) and each lookup is a binary search
+(ranker.retrieval.history.PointInTimeEvents, shared with history vectors and prompts).
 Shape legend: B rows, D vector dim, E reduced dim, K recent_k.
 """
 
@@ -37,8 +38,9 @@ import polars as pl
 import torch
 from torchrec import KeyedJaggedTensor
 
-from ranker.retrieval.history import MemberHistory
-from recsim.world.world import hours_since_start, lookup_sorted
+from ranker.retrieval.history import MemberHistory, PointInTimeEvents, last_k
+from recsim.world.timeline import hours_since_start
+from recsim.world.world import lookup_sorted
 
 FEATURE_GROUPS = ("ids", "history", "post_embedding", "member_embedding", "cosine", "counts",
                   "context")
@@ -89,51 +91,6 @@ def project(vectors: np.ndarray, basis: np.ndarray | None) -> np.ndarray:
     out = vectors.astype(np.float32, copy=False) @ basis.T
     out /= np.sqrt(np.einsum("be,be->b", out, out))[:, None].clip(1e-12)
     return out
-
-
-class PointInTimeEvents:
-    """Events (key, time) sorted once; per query (key, t): the block of events strictly before t.
-
-    Args:
-        keys: [N] int64 event keys (a member or post id).
-        t: [N] event times in hours.
-    """
-
-    def __init__(self, keys: np.ndarray, t: np.ndarray):
-        order = np.lexsort((t, keys))
-        self.order = order
-        self.keys, codes = np.unique(keys[order], return_inverse=True)
-        t = t[order]
-        self.t0 = t.min() if len(t) else 0.0
-        self.span = (t.max() - self.t0 + 1.0) if len(t) else 1.0
-        self.composite = codes * self.span + (t - self.t0)
-
-    def before(self, keys: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """[B] start and end (exclusive) into the sorted events: the key's events before t."""
-        if not len(self.keys):
-            zero = np.zeros(len(keys), dtype=np.int64)
-            return zero, zero
-        pos = np.searchsorted(self.keys, keys).clip(0, len(self.keys) - 1)
-        known = self.keys[pos] == keys
-        base = pos * self.span
-        start = np.searchsorted(self.composite, base - 0.5, side="left")
-        end = np.searchsorted(self.composite,
-                              base + np.clip(t - self.t0, -0.5, self.span - 0.5), side="left")
-        end = np.where(known, end, start)
-        return start, end
-
-    def count_before(self, keys: np.ndarray, t: np.ndarray) -> np.ndarray:
-        start, end = self.before(keys, t)
-        return end - start
-
-
-def last_k(start: np.ndarray, end: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Jagged indices of the last k events in each [start, end): (flat indices, [B] lengths)."""
-    lo = np.maximum(start, end - k)
-    lengths = end - lo
-    offsets = np.cumsum(lengths) - lengths
-    flat = np.arange(lengths.sum()) - np.repeat(offsets, lengths) + np.repeat(lo, lengths)
-    return flat, lengths
 
 
 @dataclass

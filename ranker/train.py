@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ranker.features import FeatureSpace
 from ranker.model import MultiTaskRanker, RankerConfig
+from recsim.world.timeline import time_split
 
 log = logging.getLogger(__name__)
 ETA = 1e-12
@@ -50,12 +51,19 @@ class RankerMetrics:
     stopped_early: bool = False
 
 
-def time_split(rows: pl.DataFrame, fraction: float) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(earlier, later): rows before the `fraction` time quantile, and the rest."""
-    if rows.height == 0 or fraction >= 1.0:
+def validation_split(rows: pl.DataFrame, validation_fraction: float
+                     ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(fit, validation): the last `validation_fraction` of the training window validates.
+
+    The log's one time split (recsim.world.timeline.time_split), except that no validation
+    share means no validation rows: time_split at fraction 1 would still hold out the rows at
+    the latest timestamp.
+    """
+    fraction = 1.0 - validation_fraction
+    if fraction >= 1.0:
         return rows, rows.clear()
-    cut = rows["timestamp"].quantile(fraction, "nearest")
-    return rows.filter(pl.col("timestamp") < cut), rows.filter(pl.col("timestamp") >= cut)
+    fit, validation, _ = time_split(rows, fraction)
+    return fit, validation
 
 
 def predict(model: MultiTaskRanker, space: FeatureSpace, rows: pl.DataFrame,
@@ -137,7 +145,7 @@ def _train(space, train_rows, test_rows, cfg, seed, name, progress):
     model = MultiTaskRanker(space, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(seed)
-    fit_rows, val_rows = time_split(train_rows, 1.0 - cfg.validation_fraction)
+    fit_rows, val_rows = validation_split(train_rows, cfg.validation_fraction)
     n = fit_rows.height
     # Start each head at its base rate (the heads are rare: share is ~1%), so the first steps
     # learn ranking rather than the bias.

@@ -9,7 +9,7 @@ from ranker.retrieval.dual_encoder import (DualEncoder, DualEncoderConfig, contr
 from ranker.retrieval.prompts import PromptConfig, percentile_bucket, recent_posts_before, render_prompts
 from ranker.retrieval.index import PostIndex, RetrievalConfig
 from ranker.retrieval.recall import recall_at_k
-from recsim.world.world import WORLD_START
+from recsim.world.timeline import WORLD_START
 
 
 @pytest.fixture(autouse=True, scope="module")

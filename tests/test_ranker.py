@@ -11,8 +11,8 @@ from ranker.features import FeatureSpace, check_groups, fit_projection, project
 from ranker.retrieval.history import MemberHistory
 from ranker.model import MultiTaskRanker, RankerConfig
 from ranker.train import (evaluate, head_metrics, load_checkpoint, predict, save_checkpoint,
-                          time_split, train)
-from recsim.world.world import WORLD_START
+                          train, validation_split)
+from recsim.world.timeline import WORLD_START, time_split
 
 ALL = ["ids", "history", "post_embedding", "member_embedding", "cosine", "counts", "context"]
 
@@ -141,6 +141,15 @@ def test_model_gives_one_logit_per_head_and_a_weighted_score(tiny, interaction):
     assert type(model.net).__name__ == {"dlrm": "DLRM", "dcn": "DLRM_DCN"}[interaction]
 
 
+def test_validation_split_is_the_time_split_but_none_means_none():
+    rows = pl.DataFrame({"row": [0, 1, 2, 3], "timestamp": [_at(h) for h in (2, 0, 3, 1)]})
+    fit, val = validation_split(rows, 0.5)
+    train_rows, test_rows, _ = time_split(rows, 0.5)
+    assert fit.equals(train_rows) and val.equals(test_rows)
+    fit, val = validation_split(rows, 0.0)  # time_split(rows, 1.0) would hold out row 2
+    assert fit.equals(rows) and val.height == 0
+
+
 def test_head_metrics_against_hand_computed_values():
     logits = torch.tensor([2.0, -1.0, 0.5, -2.0])
     labels = torch.tensor([1.0, 0.0, 0.0, 1.0])
@@ -169,7 +178,7 @@ def trained(small_world):
     vectors = _topic_vectors(small_world)
     history = MemberHistory(small_world.impressions, small_world.posts["post_id"].to_numpy(),
                             vectors, halflife_days=3.0)
-    train_rows, test_rows = time_split(small_world.impressions, 0.7)
+    train_rows, test_rows, _ = time_split(small_world.impressions, 0.7)
     cfg = RankerConfig(epochs=3, batch_size=256, embedding_dims=16, patience=3)
     out = {}
     for name, groups in {"with": ["ids", "context", "post_embedding", "member_embedding", "cosine"],

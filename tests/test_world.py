@@ -6,7 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsim.world.world import build_world, hours_since_start
+from recsim.world.timeline import hours_since_start
+from recsim.world.world import build_world
 
 
 def test_same_seed_gives_identical_frames(small_corpus, small_world_config, small_world):

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from embeddings.encoder import POOLINGS, default_model_dir, pool
 from embeddings.train import load_trainable
 from ranker.retrieval.prompts import PromptConfig, recent_posts_before, render_prompts
-from recsim.world.world import hours_since_start
+from recsim.world.timeline import hours_since_start
 
 log = logging.getLogger(__name__)
 

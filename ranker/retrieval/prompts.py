@@ -9,7 +9,8 @@ of encoder as posts, and found that numeric features written as percentile bucke
     connections: top 10%; activity: top 50%; tenure: bottom 25%; posts per week: top 25%.
     Recently engaged with: Re: new graphics card drivers ... | NASA budget cut ...
 
-Recent posts are taken strictly before the prompt's time (point in time, like history vectors).
+Recent posts are taken strictly before the prompt's time (point in time, with the same
+PointInTimeEvents search as history vectors and the ranker's features).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from recsim.world.world import hours_since_start
+from ranker.retrieval.history import PointInTimeEvents, last_k
+from recsim.world.timeline import hours_since_start
 
 # member column -> label in the prompt, and how a raw value is written
 NUMERIC_FEATURES = {
@@ -81,28 +83,26 @@ def number_phrases(members: pl.DataFrame, numbers: str, reference: pl.DataFrame)
 def recent_posts_before(impressions: pl.DataFrame, posts: pl.DataFrame, queries: pl.DataFrame,
                         engagement: str, n_recent: int, chars: int) -> list[list[str]]:
     """For each query row (member_id, t_hours), the texts of the member's last `n_recent`
-    engaged posts strictly before t_hours (most recent first), each cut to `chars`."""
+    engaged posts strictly before t_hours (most recent first), each cut to `chars`.
+
+    Returns [Q] lists of 0..n_recent strings, in the order of `queries`' rows.
+    """
     engaged = (impressions.filter(pl.col(engagement))
                .select("member_id", "post_id", t=hours_since_start(pl.col("timestamp")))
                .join(posts.select("post_id", "text"), on="post_id")
                .sort(["member_id", "t"]))
-    q = queries.select("member_id", "t_hours").with_row_index("_q")
     if n_recent <= 0 or engaged.height == 0:
-        return [[] for _ in range(q.height)]
-    # Rows of `engaged` strictly before each query time: an as-of join finds the last one.
-    last = q.sort("t_hours").join_asof(
-        engaged.with_row_index("_e").select("member_id", "_e", t_e="t").sort("t_e"),
-        left_on="t_hours", right_on="t_e", by="member_id", strategy="backward",
-        allow_exact_matches=False, check_sortedness=False).sort("_q")  # sorted by t above
-    member = engaged["member_id"].to_numpy()
+        return [[] for _ in range(queries.height)]
+    events = PointInTimeEvents(engaged["member_id"].to_numpy(), engaged["t"].to_numpy())
+    start, end = events.before(queries["member_id"].to_numpy(),
+                               queries["t_hours"].to_numpy().astype(np.float64))
+    flat, lengths = last_k(start, end, n_recent)  # oldest first within each query
     texts = engaged["text"].to_list()
-    out = []
-    for qm, e in zip(last["member_id"].to_list(), last["_e"].to_list()):
-        recent = []
-        while e is not None and e >= 0 and member[e] == qm and len(recent) < n_recent:
-            recent.append(" ".join(texts[e].split())[:chars])
-            e -= 1
-        out.append(recent)
+    rows = events.order[flat]
+    out, offset = [], 0
+    for n in lengths.tolist():
+        out.append([" ".join(texts[r].split())[:chars] for r in rows[offset: offset + n][::-1]])
+        offset += n
     return out
 
 

@@ -46,7 +46,7 @@ from ranker.retrieval.prompts import NUMERIC_FEATURES
 from ranker.retrieval.index import PostIndex, RetrievalConfig, index_type
 from ranker.retrieval.recall import recall_per_member
 from recsim.paths import CONF_DIR
-from recsim.world.world import WORLD_START
+from recsim.world.timeline import time_split
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +119,11 @@ def run_sweep(world_cfg, embed_cfg, retrieval_cfg: RetrievalConfig, sweep: Sweep
     # 1. World, split in time; queries are the members with held-out engagements.
     world = build_world(world_cfg, corpus)
     imps, members, posts = world.impressions, world.members, world.posts
-    split_time = imps["timestamp"].quantile(sweep.train_fraction, "nearest")
-    train_imps = imps.filter(pl.col("timestamp") < split_time)
-    held_out = (imps.filter((pl.col("timestamp") >= split_time) & pl.col(sweep.engagement))
+    split = time_split(imps, sweep.train_fraction)
+    train_imps, split_time, split_h = split.train, split.split_time, split.split_hours
+    held_out = (split.test.filter(pl.col(sweep.engagement))
                 .select("member_id", "post_id").unique())
     query_members = held_out["member_id"].unique().sort().to_numpy()
-    split_h = (split_time - WORLD_START).total_seconds() / 3600
     post_ids = posts["post_id"].to_numpy()
     k_max = min(max(ks), len(post_ids))
     timings["world"] = time.perf_counter() - t0

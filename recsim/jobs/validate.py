@@ -39,7 +39,8 @@ import polars as pl
 from recsim.ope import ab, policies
 from recsim.world import rewards
 from recsim.ope.estimators import Bootstrap, SLATE_ESTIMATORS
-from recsim.world.world import World, WorldConfig, build_world, hours_since_start, slot_probabilities
+from recsim.world.timeline import hours_since_start
+from recsim.world.world import World, WorldConfig, build_world, slot_probabilities
 
 log = logging.getLogger("recsim.jobs.validate")
 

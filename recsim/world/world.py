@@ -46,11 +46,9 @@ import polars as pl
 
 from recsim.world.corpus import SOURCES, TOPICS, load_corpus
 from recsim.world.schema import CANDIDATES, IMPRESSIONS, MEMBERS, POSTS, validate
+from recsim.world.timeline import US_PER_HOUR as _US_PER_HOUR, WORLD_START, hours_since_start
 
 log = logging.getLogger(__name__)
-
-WORLD_START = dt.datetime(2026, 1, 1)
-_US_PER_HOUR = 3_600_000_000
 
 # Headline roles per topic, for profile texts.
 _ROLES = {
@@ -95,10 +93,6 @@ class WorldConfig:
     logging_popularity_weight: float = 1.0
     logging_freshness_weight: float = 1.0
     logging_personalization: float = 2.0
-
-
-def hours_since_start(timestamps: pl.Expr) -> pl.Expr:
-    return (timestamps - pl.lit(WORLD_START)).dt.total_microseconds().cast(pl.Float64) / _US_PER_HOUR
 
 
 def _timestamps(hours: np.ndarray) -> pl.Series:
