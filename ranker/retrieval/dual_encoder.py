@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from embeddings.encoder import POOLINGS, default_model_dir, pool
+from embeddings.losses import info_nce, same_key
 from embeddings.train import load_trainable
 from ranker.retrieval.prompts import PromptConfig, recent_posts_before, render_prompts
 from recsim.world.world import hours_since_start
@@ -106,20 +107,15 @@ class DualEncoder:
 def contrastive_loss(members: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
                      member_ids: torch.Tensor, post_ids: torch.Tensor, neg_ids: torch.Tensor,
                      scale: float) -> torch.Tensor:
-    """InfoNCE of member prompts [B, D] against [B] positives and [B*H] hard negatives.
+    """InfoNCE (embeddings/losses.py) of member prompts [B, D] against their [B] positives and
+    [B*H] hard negatives [B*H, D], with this task's false negatives masked.
 
     In-batch column j != i is masked when it is the same member's post or the same post as
-    row i's positive (it would be a false negative); a hard negative equal to row i's positive
-    is masked too.
+    row i's positive; a hard negative equal to row i's positive is masked too.
     """
-    m = F.normalize(members, dim=-1)
-    candidates = F.normalize(torch.cat([positives, negatives]), dim=-1)
-    logits = scale * m @ candidates.T  # [B, B + B*H]
-    same = (member_ids[:, None] == member_ids[None, :]) | (post_ids[:, None] == post_ids[None, :])
-    same.fill_diagonal_(False)
-    false_neg = torch.cat([same, post_ids[:, None] == neg_ids[None, :]], dim=1)
-    logits = logits.masked_fill(false_neg, float("-inf"))
-    return F.cross_entropy(logits, torch.arange(len(m)))
+    in_batch = same_key(member_ids, member_ids) | same_key(post_ids, post_ids)  # [B, B]
+    exclude = torch.cat([in_batch, same_key(post_ids, neg_ids)], dim=1)  # [B, B + B*H]
+    return info_nce(members, positives, scale=scale, negatives=negatives, exclude=exclude)
 
 
 @dataclass
