@@ -13,11 +13,9 @@ output directory and config resumes from it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +23,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from embeddings.encoder import EncoderConfig, cpu_has_bf16, default_model_dir, pool
+from embeddings.encoder import EncoderConfig
 from embeddings.losses import matryoshka_info_nce
 from embeddings.tasks import Task
+from embeddings.tower import TextTower
 
 log = logging.getLogger(__name__)
 
@@ -78,44 +77,14 @@ def task_probabilities(tasks: dict[str, Task], cfg: TrainConfig) -> np.ndarray:
     return w / w.sum()
 
 
-def load_trainable(model_dir: str, num_layers: int | None, freeze_embeddings: bool,
-                   precision: str):
-    """(model, tokenizer, autocast) of a Hugging Face backbone to fine-tune: the first
-    `num_layers` layers, input embeddings frozen if asked, bf16 autocast per `precision`."""
-    from transformers import AutoModel, AutoTokenizer
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    extra = {"num_hidden_layers": num_layers} if num_layers else {}
-    model = AutoModel.from_pretrained(model_dir, **extra)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    if freeze_embeddings:
-        for p in model.get_input_embeddings().parameters():
-            p.requires_grad_(False)
-    use_bf16 = precision == "bf16" or (precision == "auto" and cpu_has_bf16())
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
-    return model, tokenizer, autocast
-
-
-class _Trainee:
-    """The model being trained: tokenizer + backbone + pooling, one forward for a text list."""
-
-    def __init__(self, cfg: TrainConfig):
-        self.model_dir = cfg.base_model_dir or default_model_dir()
-        self.model, self.tokenizer, self.autocast = load_trainable(
-            self.model_dir, cfg.num_layers, cfg.freeze_embeddings, cfg.precision)
-        self.cfg = cfg
-
-    def encode(self, texts: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer(texts, padding=True, truncation=True,
-                                max_length=self.cfg.max_length, return_tensors="pt")
-        with self.autocast:
-            hidden = self.model(**tokens).last_hidden_state
-        return pool(hidden.float(), tokens["attention_mask"], self.cfg.pooling)
-
-    def loss(self, anchors, positives, labels) -> torch.Tensor:
-        dims = [d for d in self.cfg.matryoshka_dims if d <= self.model.config.hidden_size]
-        return matryoshka_info_nce(self.encode(anchors), self.encode(positives),
-                                   torch.as_tensor(labels), dims, self.cfg.scale)
+def pair_loss(tower: TextTower, cfg: TrainConfig, anchors: list[str], positives: list[str],
+              labels) -> torch.Tensor:
+    """Matryoshka InfoNCE of [B] anchor texts against their [B] positive texts, in-batch
+    negatives sharing a label ([B]) masked."""
+    dims = [d for d in cfg.matryoshka_dims if d <= tower.dim]
+    return matryoshka_info_nce(tower.encode(anchors, cfg.max_length),
+                               tower.encode(positives, cfg.max_length),
+                               torch.as_tensor(labels), dims, cfg.scale)
 
 
 def validation_batches(tasks: dict[str, Task], cfg: TrainConfig) -> list:
@@ -133,11 +102,11 @@ def validation_batches(tasks: dict[str, Task], cfg: TrainConfig) -> list:
     return out
 
 
-def validation_loss(trainee: _Trainee, batches: list) -> float:
-    trainee.model.eval()
+def validation_loss(tower: TextTower, cfg: TrainConfig, batches: list) -> float:
+    tower.model.eval()
     with torch.inference_mode():
-        losses = [float(trainee.loss(*b)) for b in batches]
-    trainee.model.train()
+        losses = [float(pair_loss(tower, cfg, *b)) for b in batches]
+    tower.model.train()
     return float(np.mean(losses))
 
 
@@ -146,8 +115,9 @@ def train(tasks: dict[str, Task], cfg: TrainConfig, output_dir: str | Path) -> T
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    trainee = _Trainee(cfg)
-    params = [p for p in trainee.model.parameters() if p.requires_grad]
+    tower = TextTower.load(cfg.base_model_dir, cfg.pooling, cfg.num_layers, cfg.freeze_embeddings,
+                           cfg.precision, field="training")
+    params = tower.trainable_parameters()
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(cfg.warmup_steps, 1))
@@ -165,7 +135,7 @@ def train(tasks: dict[str, Task], cfg: TrainConfig, output_dir: str | Path) -> T
         if ckpt["config"] != config_dict:
             raise ValueError(f"{ckpt_path}: checkpoint was written with another config; "
                              "use a new output directory or delete the checkpoint")
-        trainee.model.load_state_dict(ckpt["model"])
+        tower.model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         rng.bit_generator.state = ckpt["rng"]
@@ -173,15 +143,15 @@ def train(tasks: dict[str, Task], cfg: TrainConfig, output_dir: str | Path) -> T
         start, val_before = ckpt["step"], ckpt["validation_loss_before"]
         log.info("resuming %s from step %d", out, start)
     if val_before is None:
-        val_before = validation_loss(trainee, val)
+        val_before = validation_loss(tower, cfg, val)
 
-    trainee.model.train()
+    tower.model.train()
     with tqdm(total=cfg.steps, initial=start, desc=f"fine-tuning {'+'.join(names)}"[:60],
               unit="step", mininterval=5.0) as bar:
         for step in range(start, cfg.steps):
             which = step % len(names) if cfg.sampling == "round_robin" else rng.choice(len(names), p=probs)
             kind = "label" if rng.random() < cfg.label_pair_share else "text"
-            loss = trainee.loss(*tasks[names[which]].sample_pairs(rng, cfg.batch_size, kind))
+            loss = pair_loss(tower, cfg, *tasks[names[which]].sample_pairs(rng, cfg.batch_size, kind))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -190,16 +160,16 @@ def train(tasks: dict[str, Task], cfg: TrainConfig, output_dir: str | Path) -> T
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", task=names[which][:12], refresh=False)
             if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-                torch.save({"step": step + 1, "model": trainee.model.state_dict(),
+                torch.save({"step": step + 1, "model": tower.model.state_dict(),
                             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                             "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                             "config": config_dict,
                             "validation_loss_before": val_before}, ckpt_path)
 
-    val_after = validation_loss(trainee, val)
+    val_after = validation_loss(tower, cfg, val)
     log.info("fine-tuned %s: validation loss %.4f -> %.4f", names, val_before, val_after)
-    save_model_dir(trainee, out, {"config": config_dict, "validation_loss_before": val_before,
-                                  "validation_loss_after": val_after})
+    save_model_dir(tower, cfg, out, {"config": config_dict, "validation_loss_before": val_before,
+                                     "validation_loss_after": val_after})
     ckpt_path.unlink(missing_ok=True)
     return TrainResult(out, cfg.steps, val_before, val_after, start)
 
@@ -256,11 +226,10 @@ def weight_ensemble(base_dir: str | Path, tuned_dir: str | Path, alpha: float,
     return out
 
 
-def save_model_dir(trainee: _Trainee, out: Path, training: dict) -> None:
+def save_model_dir(tower: TextTower, cfg: TrainConfig, out: Path, training: dict) -> None:
     """Write weights, tokenizer, sentence-transformers module files and a model card."""
-    trainee.model.save_pretrained(out)
-    trainee.tokenizer.save_pretrained(out)
-    cfg = trainee.cfg
+    tower.model.save_pretrained(out)
+    tower.tokenizer.save_pretrained(out)
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
@@ -271,7 +240,7 @@ def save_model_dir(trainee: _Trainee, out: Path, training: dict) -> None:
         json.dumps({"max_seq_length": 256, "do_lower_case": False}))
     (out / "1_Pooling").mkdir(exist_ok=True)
     (out / "2_Normalize").mkdir(exist_ok=True)
-    hidden = trainee.model.config.hidden_size
+    hidden = tower.dim
     (out / "1_Pooling" / "config.json").write_text(json.dumps({
         "word_embedding_dimension": hidden,
         "pooling_mode_cls_token": cfg.pooling == "cls",

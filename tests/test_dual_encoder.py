@@ -1,5 +1,7 @@
 """Member prompts (raw vs quantized numbers, point-in-time recent posts) and the dual encoder."""
 
+import math
+
 import numpy as np
 import polars as pl
 import pytest
@@ -84,6 +86,14 @@ def test_loss_masks_false_negatives():
     # Row 0 sees column 0 (target), not column 1 (same member) nor negative 0 (same post).
     assert float(loss) < float(contrastive_loss(m, p, torch.eye(3), torch.tensor([1, 2, 3]),
                                                 post_ids, torch.tensor([97, 98, 99]), 20.0))
+    # By hand at scale s: candidates [p0 p1 p2 n0 n1 n2] = [e0 e1 e2 e0 e1 e2]. Row 0 keeps
+    # p0 (s), p2, n1, n2 (0 each); row 1 loses p0 (same member) and keeps p1 and n1 (s) and
+    # three zeros; row 2 keeps all six, two of them at s.
+    s = 2.0
+    by_hand = (math.log(1 + 3 * math.exp(-s)) + math.log(2 + 3 * math.exp(-s))
+               + math.log(2 + 4 * math.exp(-s))) / 3
+    got = contrastive_loss(m, p, torch.eye(3), member_ids, post_ids, neg_ids, scale=s)
+    assert float(got) == pytest.approx(by_hand, rel=1e-6)
 
 
 def _recall(encoder, world, train_imps, held, members, split_h, cfg):

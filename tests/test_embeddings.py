@@ -1,4 +1,4 @@
-"""LiPost fine-tuning pieces: loss, masking, tasks, a short real training run, saving, precision."""
+"""LiPost fine-tuning pieces: the text tower, loss, tasks, a short real training run, saving, precision."""
 
 import numpy as np
 import pytest
@@ -24,20 +24,27 @@ def _tiny_config(**overrides):
     return TrainConfig(**base)
 
 
-def test_masking_removes_same_label_negatives():
-    a = torch.eye(4)
-    p = torch.eye(4)
-    p[1] = a[0]  # positive 1 looks exactly like anchor 0: a "false negative" for row 0
-    labels = torch.tensor([0, 0, 1, 2])
-    logits = 20.0 * a @ torch.nn.functional.normalize(p, dim=-1).T
-    # Row 0 without column 1 (same label), rows 1..3 over all columns.
-    keep = torch.ones(4, 4, dtype=torch.bool)
-    keep[0, 1] = keep[1, 0] = False
-    expected = torch.stack([
-        -torch.log_softmax(logits[i][keep[i]], dim=0)[int(keep[i][:i].sum())] for i in range(4)
-    ]).mean()
-    assert float(info_nce(a, p, labels)) == pytest.approx(float(expected), rel=1e-5)
-    assert float(info_nce(a, p, labels)) < float(info_nce(a, p, None))
+def test_text_tower_embeds_what_it_encodes_and_what_the_encoder_embeds():
+    """The training tower's no-grad vectors: its own forward normalised, in input order across
+    length-sorted batches, equal to embeddings/encoder.py's inference vectors (fp32)."""
+    from embeddings.tower import TextTower
+
+    texts = ["a hockey playoff game went to overtime", "short", "Love this dress, fits perfectly",
+             "The sleeves run long", "ok"]
+    tower = TextTower.load(num_layers=2, precision="fp32")
+    tower.model.train()
+    vectors = tower.embed(texts, max_length=32, batch_size=2)
+    assert tower.model.training  # the mode is restored
+    tower.model.eval()
+    with torch.no_grad():
+        one_batch = torch.nn.functional.normalize(tower.encode(texts, 32), dim=-1).numpy()
+    assert vectors.shape == (5, tower.dim) and np.allclose(vectors, one_batch, atol=1e-6)
+    reference = embed_batch(load_encoder(EncoderConfig(num_layers=2, precision="fp32", max_length=32)), texts)
+    assert np.allclose(vectors, reference, atol=1e-5)
+    with pytest.raises(ValueError, match="training.pooling: must be one of"):
+        TextTower.load(pooling="max", field="training")
+    with pytest.raises(ValueError, match="tower.precision: must be one of"):
+        TextTower.load(precision="fp16")
 
 
 def test_loss_is_lower_for_aligned_pairs_than_shuffled(tasks):

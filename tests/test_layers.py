@@ -1,7 +1,7 @@
 """The packages follow the data flow: a module imports only from its own layer or those below.
 
     0 foundation  recsim.paths, recsim.world      schema, corpus, world + user model, rewards
-    1 embeddings  embeddings                      encoder, actors, tasks, losses, train
+    1 embeddings  embeddings                      encoder, actors, tasks, losses, tower, train
     2 retrieval   ranker.retrieval                FAISS index, history, prompts, dual encoder
     3 ranker      ranker                          features, TorchRec model, train
     4 evaluation  recsim.ope                      policies, estimators, bootstrap, ab, adapters

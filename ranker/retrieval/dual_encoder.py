@@ -1,9 +1,9 @@
 """A text dual encoder for members: member prompts and posts through one shared backbone.
 
 As in the LLaMA-3 dual-encoder retrieval paper, a member is embedded from a text prompt
-(ranker/prompts.py: profile, numbers raw or quantized, recent engaged posts) with the same
-encoder that embeds posts, and the encoder is trained contrastively so that a member's prompt
-lands near the posts they engage with:
+(ranker/retrieval/prompts.py: profile, numbers raw or quantized, recent engaged posts) with
+the same encoder that embeds posts, and the encoder is trained contrastively so that a
+member's prompt lands near the posts they engage with:
 
     loss = cross-entropy over  s * prompt_i . [positives ; hard negatives]
            target: column i (the post member i clicked)
@@ -13,23 +13,23 @@ post are masked: they are not negatives); hard negatives are posts shown to the 
 same request and not clicked. Every training prompt is rendered at its click's own time, from
 engagements strictly before it (no label leak).
 
-The backbone is any Hugging Face directory: an encoder (mean / CLS pooling) or a causal LM
-(last-token pooling; right padding). Shape legend: B batch, H hard negatives per row, D dim.
+The shared backbone is a `TextTower` (embeddings/tower.py: any Hugging Face encoder or causal
+LM) and the loss is `info_nce` (embeddings/losses.py) with the hard negatives as extra columns;
+this module adds what is specific to members: prompts, training examples and the false-negative
+mask. Shape legend: B batch, H hard negatives per row, D dim.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 import torch
-import torch.nn.functional as F
 
-from embeddings.encoder import POOLINGS, default_model_dir, pool
-from embeddings.train import load_trainable
+from embeddings.losses import info_nce, same_key
+from embeddings.tower import TextTower
 from ranker.retrieval.prompts import PromptConfig, recent_posts_before, render_prompts
 from recsim.world.timeline import hours_since_start
 
@@ -57,69 +57,34 @@ class DualEncoderConfig:
 
 
 class DualEncoder:
-    """Tokenizer + backbone + pooling shared by the member and post towers."""
+    """The member and post towers: one `TextTower` (embeddings/tower.py) shared by both."""
 
     def __init__(self, cfg: DualEncoderConfig):
-        if cfg.pooling not in POOLINGS:
-            raise ValueError(f"dual_encoder.pooling: must be one of {POOLINGS}, got {cfg.pooling!r}")
-        model_dir = cfg.model_dir or default_model_dir()
-        if not os.path.isdir(model_dir):
-            raise FileNotFoundError(f"dual_encoder.model_dir: {model_dir} is not a directory")
-        self.model, self.tokenizer, self.autocast = load_trainable(
-            model_dir, cfg.num_layers, cfg.freeze_embeddings, cfg.precision)
-        if self.tokenizer.pad_token is None:  # causal LMs often have none
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.tokenizer.padding_side = "right"  # pool(..., "last") expects right padding
+        self.tower = TextTower.load(cfg.model_dir, cfg.pooling, cfg.num_layers,
+                                    cfg.freeze_embeddings, cfg.precision, field="dual_encoder")
         self.cfg = cfg
 
-    def encode(self, texts: list[str], max_length: int) -> torch.Tensor:
-        """[B] texts -> [B, D] pooled states (not normalised; gradients flow)."""
-        tokens = self.tokenizer(list(texts), padding=True, truncation=True,
-                                max_length=max_length, return_tensors="pt")
-        with self.autocast:
-            hidden = self.model(**tokens).last_hidden_state
-        return pool(hidden.float(), tokens["attention_mask"], self.cfg.pooling)
-
-    def embed(self, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
-        """Texts -> [N, D] float32 unit vectors, in input order (batched by length)."""
-        was_training = self.model.training
-        self.model.eval()
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        out = None
-        with torch.inference_mode():
-            for i in range(0, len(texts), batch_size):
-                rows = order[i: i + batch_size]
-                v = F.normalize(self.encode([texts[j] for j in rows], max_length), dim=-1).numpy()
-                if out is None:
-                    out = np.empty((len(texts), v.shape[1]), dtype=np.float32)
-                out[rows] = v
-        self.model.train(was_training)
-        return out
-
     def embed_posts(self, posts: pl.DataFrame) -> np.ndarray:
-        return self.embed(posts["text"].to_list(), self.cfg.post_max_length)
+        """[N] posts (their `text`) -> [N, D] unit vectors."""
+        return self.tower.embed(posts["text"].to_list(), self.cfg.post_max_length)
 
     def embed_members(self, prompts: list[str]) -> np.ndarray:
-        return self.embed(prompts, self.cfg.prompt_max_length)
+        """[M] member prompts -> [M, D] unit vectors."""
+        return self.tower.embed(prompts, self.cfg.prompt_max_length)
 
 
 def contrastive_loss(members: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
                      member_ids: torch.Tensor, post_ids: torch.Tensor, neg_ids: torch.Tensor,
                      scale: float) -> torch.Tensor:
-    """InfoNCE of member prompts [B, D] against [B] positives and [B*H] hard negatives.
+    """InfoNCE (embeddings/losses.py) of member prompts [B, D] against their [B] positives and
+    [B*H] hard negatives [B*H, D], with this task's false negatives masked.
 
     In-batch column j != i is masked when it is the same member's post or the same post as
-    row i's positive (it would be a false negative); a hard negative equal to row i's positive
-    is masked too.
+    row i's positive; a hard negative equal to row i's positive is masked too.
     """
-    m = F.normalize(members, dim=-1)
-    candidates = F.normalize(torch.cat([positives, negatives]), dim=-1)
-    logits = scale * m @ candidates.T  # [B, B + B*H]
-    same = (member_ids[:, None] == member_ids[None, :]) | (post_ids[:, None] == post_ids[None, :])
-    same.fill_diagonal_(False)
-    false_neg = torch.cat([same, post_ids[:, None] == neg_ids[None, :]], dim=1)
-    logits = logits.masked_fill(false_neg, float("-inf"))
-    return F.cross_entropy(logits, torch.arange(len(m)))
+    in_batch = same_key(member_ids, member_ids) | same_key(post_ids, post_ids)  # [B, B]
+    exclude = torch.cat([in_batch, same_key(post_ids, neg_ids)], dim=1)  # [B, B + B*H]
+    return info_nce(members, positives, scale=scale, negatives=negatives, exclude=exclude)
 
 
 @dataclass
@@ -177,12 +142,13 @@ def train_dual_encoder(encoder: DualEncoder, examples: TrainingExamples, posts: 
     rng = np.random.default_rng(cfg.seed)
     texts = posts["text"].to_list()
     post_ids = posts["post_id"].to_numpy()
-    params = [p for p in encoder.model.parameters() if p.requires_grad]
+    tower = encoder.tower
+    params = tower.trainable_parameters()
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(cfg.warmup_steps, 1))
         * max(0.0, 1.0 - s / max(cfg.steps, 1)))
-    encoder.model.train()
+    tower.model.train()
     losses = []
     for step in range(cfg.steps):
         batch = rng.choice(n, size=min(cfg.batch_size, n), replace=False)
@@ -191,10 +157,10 @@ def train_dual_encoder(encoder: DualEncoder, examples: TrainingExamples, posts: 
                         else rng.integers(len(texts))
                         for i in batch for _ in range(cfg.hard_negatives)], dtype=np.int64)
         loss = contrastive_loss(
-            encoder.encode([examples.prompts[i] for i in batch], cfg.prompt_max_length),
-            encoder.encode([texts[r] for r in pos], cfg.post_max_length),
-            encoder.encode([texts[r] for r in neg], cfg.post_max_length)
-            if len(neg) else torch.empty(0, encoder.model.config.hidden_size),
+            tower.encode([examples.prompts[i] for i in batch], cfg.prompt_max_length),
+            tower.encode([texts[r] for r in pos], cfg.post_max_length),
+            tower.encode([texts[r] for r in neg], cfg.post_max_length)
+            if len(neg) else torch.empty(0, tower.dim),
             torch.as_tensor(examples.member_ids[batch]), torch.as_tensor(post_ids[pos]),
             torch.as_tensor(post_ids[neg]), cfg.scale)
         opt.zero_grad()
@@ -206,5 +172,5 @@ def train_dual_encoder(encoder: DualEncoder, examples: TrainingExamples, posts: 
         if (step + 1) % max(cfg.steps // 5, 1) == 0:
             log.info("dual encoder step %d/%d: loss %.3f", step + 1, cfg.steps,
                      float(np.mean(losses[-max(cfg.steps // 5, 1):])))
-    encoder.model.eval()
+    tower.model.eval()
     return losses
