@@ -17,10 +17,11 @@ How one request is simulated (`build_world`, all steps vectorised over requests)
     1. A member is drawn in proportion to their activity; the request gets a time.
     2. Candidates: C live posts (created within `post_window_days` before the request), half
        drawn from topics sampled from the member's interests, half uniformly; no duplicates.
-    3. The logging policy fills S slots one at a time (Plackett-Luce without replacement):
-       at each slot, (1 - eps) * softmax(score / temperature) + eps * uniform over the
-       candidates still unshown. The probability of the chosen post at its slot, given the
-       earlier slots, is the logged `propensity`; per request and slot they sum to 1.
+    3. The logging policy (`logging_policy`, sampled by recsim.world.slates) fills S slots one
+       at a time (Plackett-Luce without replacement): at each slot, (1 - eps) *
+       softmax(score / temperature) + eps * uniform over the candidates still unshown. The
+       probability of the chosen post at its slot, given the earlier slots, is the logged
+       `propensity`; per request and slot they sum to 1.
     4. The member responds (see `UserModel`): a position-based click model with examination
        probability position ** -position_decay, and a relevance from topic affinity, author
        affinity, freshness, post quality and (when `language_weight` > 0) language: a post in
@@ -46,6 +47,7 @@ import polars as pl
 
 from recsim.world.corpus import SOURCES, TOPICS, load_corpus
 from recsim.world.schema import CANDIDATES, IMPRESSIONS, MEMBERS, POSTS, validate
+from recsim.world.slates import SlatePolicy, plackett_luce, sample_slates
 
 log = logging.getLogger(__name__)
 
@@ -360,37 +362,9 @@ def logging_scores(cfg: WorldConfig, truth: UserModel, popularity: np.ndarray,
             + cfg.logging_personalization * truth.interests[member[:, None], truth.post_topic[cand]])
 
 
-def slot_probabilities(scores: np.ndarray, available: np.ndarray, temperature: float,
-                       epsilon: float) -> np.ndarray:
-    """The logging policy at one slot: [R, C] probabilities over the still-available candidates.
-
-    (1 - epsilon) * softmax(scores / temperature) + epsilon * uniform, both over `available`.
-    """
-    z = np.where(available, scores / temperature, -np.inf)
-    z = z - z.max(axis=1, keepdims=True)
-    w = np.exp(z)
-    soft = w / w.sum(axis=1, keepdims=True)
-    uniform = available / available.sum(axis=1, keepdims=True)
-    return (1.0 - epsilon) * soft + epsilon * uniform
-
-
-def _log_slates(cfg, rng, scores: np.ndarray):
-    """Sample S slots without replacement; return chosen [R, S] columns and propensities."""
-    n_req = scores.shape[0]
-    available = np.ones(scores.shape, dtype=bool)
-    chosen = np.empty((n_req, cfg.slate_size), dtype=np.int64)
-    propensity = np.empty((n_req, cfg.slate_size))
-    rows = np.arange(n_req)
-    for slot in range(cfg.slate_size):
-        probs = slot_probabilities(scores, available, cfg.logging_temperature, cfg.logging_epsilon)
-        cum = np.cumsum(probs, axis=1)
-        u = rng.random(n_req) * cum[:, -1]
-        pick = np.minimum((cum <= u[:, None]).sum(axis=1), scores.shape[1] - 1)
-        pick = np.where(available[rows, pick], pick, np.argmax(available * probs, axis=1))
-        chosen[:, slot] = pick
-        propensity[:, slot] = probs[rows, pick]
-        available[rows, pick] = False
-    return chosen, propensity
+def logging_policy(cfg: WorldConfig) -> SlatePolicy:
+    """The world's logging policy: Plackett-Luce over the logging scores with exploration."""
+    return plackett_luce(cfg.logging_temperature, cfg.logging_epsilon)
 
 
 def build_world(cfg: WorldConfig, corpus: pl.DataFrame | None = None) -> World:
@@ -426,7 +400,7 @@ def build_world(cfg: WorldConfig, corpus: pl.DataFrame | None = None) -> World:
     # 3. Candidates and the logging policy's slates.
     cand = _draw_candidates(cfg, rng, truth, req_member, req_time)
     scores = logging_scores(cfg, truth, authors["popularity"].to_numpy(), req_member, cand, req_time)
-    chosen, propensity = _log_slates(cfg, rng, scores)
+    chosen, propensity = sample_slates(logging_policy(cfg), scores, cfg.slate_size, rng)
     shown = np.take_along_axis(cand, chosen, axis=1)  # [R, S] post indices
 
     # 4. Outcomes from the true user model.
