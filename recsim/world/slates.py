@@ -52,17 +52,21 @@ def plackett_luce(temperature: float, epsilon: float = 0.0) -> SlatePolicy:
         z = scores / temperature if temperature > 0 else None
 
         def slot(available: np.ndarray) -> np.ndarray:
+            # In place on one fresh array; the shift is the max over the *available* scores, so
+            # the numbers do not depend on the candidates already taken.
             if z is not None:
-                masked = np.where(available, z, -np.inf)
-                w = np.exp(masked - masked.max(axis=1, keepdims=True))
-                soft = w / w.sum(axis=1, keepdims=True)
+                soft = np.where(available, z, -np.inf)
+                soft -= soft.max(axis=1, keepdims=True)
+                np.exp(soft, out=soft)
+                soft /= soft.sum(axis=1, keepdims=True)
             else:
                 soft = np.zeros(scores.shape)
                 soft[rows, np.argmax(np.where(available, scores, -np.inf), axis=1)] = 1.0
             if epsilon == 0:
                 return soft
-            uniform = available / available.sum(axis=1, keepdims=True)
-            return (1.0 - epsilon) * soft + epsilon * uniform
+            soft *= 1.0 - epsilon
+            soft += available * (epsilon * (1.0 / available.sum(axis=1, keepdims=True)))
+            return soft
         return slot
     return bind
 
