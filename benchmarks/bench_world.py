@@ -15,7 +15,8 @@ import numpy as np
 
 from _common import report, timed
 from recsim.world.corpus import load_corpus
-from recsim.world.world import WorldConfig, _log_slates, build_world, slot_probabilities
+from recsim.world.slates import sample_slates, slot_probabilities
+from recsim.world.world import WorldConfig, build_world, logging_policy
 
 
 def loop_slates(cfg: WorldConfig, rng: np.random.Generator, scores: np.ndarray):
@@ -46,7 +47,8 @@ def main() -> None:
     world, t_world = timed(build_world, cfg, corpus)
 
     scores = np.random.default_rng(0).standard_normal((args.baseline_requests, cfg.n_candidates))
-    _, t_vec = timed(_log_slates, cfg, np.random.default_rng(1), scores)
+    _, t_vec = timed(sample_slates, logging_policy(cfg), scores, cfg.slate_size,
+                     np.random.default_rng(1))
     _, t_loop = timed(loop_slates, cfg, np.random.default_rng(1), scores)
 
     rows = [

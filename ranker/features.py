@@ -40,7 +40,7 @@ from torchrec import KeyedJaggedTensor
 
 from ranker.retrieval.history import MemberHistory, PointInTimeEvents, last_k
 from recsim.world.timeline import hours_since_start
-from recsim.world.world import lookup_sorted
+from recsim.world.schema import lookup_sorted
 
 FEATURE_GROUPS = ("ids", "history", "post_embedding", "member_embedding", "cosine", "counts",
                   "context")

@@ -35,12 +35,13 @@ import faiss
 import numpy as np
 import polars as pl
 
+from recsim.world.timeline import US_PER_HOUR
+
 log = logging.getLogger(__name__)
 
 INDEX_TYPES = ("Flat", "HNSW", "IVFFlat", "IVFPQ")
 _ALIASES = {"flat": "Flat", "hnsw": "HNSW", "ivfflat": "IVFFlat", "ivf_flat": "IVFFlat",
             "ivfpq": "IVFPQ", "ivf_pq": "IVFPQ"}
-_US_PER_HOUR = 3_600_000_000
 
 
 @dataclass
@@ -95,12 +96,12 @@ def _hours(created) -> np.ndarray | None:
     if created is None:
         return None
     if isinstance(created, pl.Series) and created.dtype.is_temporal():
-        return (created.cast(pl.Datetime("us")).dt.epoch("us").to_numpy() / _US_PER_HOUR)
+        return (created.cast(pl.Datetime("us")).dt.epoch("us").to_numpy() / US_PER_HOUR)
     if isinstance(created, (dt.datetime, dt.date)):
         created = np.datetime64(created, "us")
     arr = np.asarray(created)
     if np.issubdtype(arr.dtype, np.datetime64):
-        return arr.astype("datetime64[us]").astype(np.int64) / _US_PER_HOUR
+        return arr.astype("datetime64[us]").astype(np.int64) / US_PER_HOUR
     return arr.astype(np.float64)
 
 

@@ -27,7 +27,8 @@ from recsim.ope import ab, estimators
 from recsim.ope.config import SimConfig
 from recsim.paths import CONF_DIR
 from recsim.world import rewards
-from recsim.world.world import WORLD_START, build_world
+from recsim.world.timeline import time_split
+from recsim.world.world import build_world
 
 log = logging.getLogger("recsim.jobs.run")
 
@@ -80,10 +81,7 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
     # 1. World: posts, members, logged impressions; the log split in time.
     with _step(timings, "1_world"):
         world = build_world(world_cfg)
-        imps = world.impressions
-        split_time = imps["timestamp"].quantile(ranker_cfg.train_fraction, "nearest")
-        train_imps = imps.filter(pl.col("timestamp") < split_time)
-        eval_imps = imps.filter(pl.col("timestamp") >= split_time)
+        split = time_split(world.impressions, ranker_cfg.train_fraction)
 
     # 2. Embeddings: every post through the run's encoder and each policy's own, on Ray actors.
     with _step(timings, "2_embeddings"):
@@ -94,22 +92,22 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
     with _step(timings, "3_retrieval"):
         event = sim.metric if sim.metric in rewards.ACTIONS else "click"
         retrieval = evaluate_retrieval(
-            imps, eval_imps.filter(pl.col(event)).select("member_id", "post_id"),
-            (split_time - WORLD_START).total_seconds() / 3600,
-            world.posts["post_id"].to_numpy(), post_vectors.vectors, retrieval_cfg, sim.metric)
+            world.impressions, split.test.filter(pl.col(event)).select("member_id", "post_id"),
+            split.split_hours, world.posts["post_id"].to_numpy(), post_vectors.vectors,
+            retrieval_cfg, sim.metric)
 
     # 4. Ranker: one multi-task TorchRec model per policy's features, trained on the training
     #    period, early-stopped on its last part, checkpointed beside the report.
     with _step(timings, "4_ranker"):
         rankers = {role: fit_ranker(
             p.features, world.posts, post_vectors.of(role), world.members,
-            retrieval.histories[post_vectors.key_of[role]], imps, train_imps, eval_imps,
-            ranker_cfg, world_cfg.seed, p.name, Path(output_dir) / "rankers" / f"{role}.pt")
-            for role, p in roles.items()}
+            retrieval.histories[post_vectors.key_of[role]], world.impressions, split.train,
+            split.test, ranker_cfg, world_cfg.seed, p.name,
+            Path(output_dir) / "rankers" / f"{role}.pt") for role, p in roles.items()}
 
     # 5. Policies: each ranker scores the logged candidates of the evaluation requests.
     with _step(timings, "5_policies"):
-        decided = decide_top_slot(eval_imps, world.candidates,
+        decided = decide_top_slot(split.test, world.candidates,
                                   {role: r.score for role, r in rankers.items()},
                                   sim, world_cfg.seed)
 

@@ -36,11 +36,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsim.ope import ab, policies
-from recsim.world import rewards
+from recsim.ope import ab
+from recsim.world import rewards, slates
 from recsim.ope.estimators import Bootstrap, SLATE_ESTIMATORS
 from recsim.world.timeline import hours_since_start
-from recsim.world.world import World, WorldConfig, build_world, slot_probabilities
+from recsim.world.world import World, WorldConfig, build_world, logging_policy
 
 log = logging.getLogger("recsim.jobs.validate")
 
@@ -142,14 +142,14 @@ def run_seed(seed: int, corpus: pl.DataFrame, metric: str = "click", n_boot: int
     ev = ~train
 
     # 2. Each policy's conditionals of the logged slates and its marginals per slot.
-    logging_policy = policies.plackett_luce(cfg.logging_temperature, cfg.logging_epsilon)
-    target_policy = policies.plackett_luce(temperature)
+    behaviour = logging_policy(cfg)  # the world's logging policy
+    target_policy = slates.plackett_luce(temperature)
     scores = policy_scores(world, a, rng, noise)
     shown = a.shown[ev]
-    logging_marginal = policies.logged_marginals(logging_policy, a.logging_score[ev], shown,
-                                                 n_samples // 4, rng)
+    logging_marginal = slates.logged_marginals(behaviour, a.logging_score[ev], shown,
+                                               n_samples // 4, rng)
     pick = lambda m: np.take_along_axis(m, shown[:, :, None], axis=2)[:, :, 0]  # noqa: E731
-    marginals = {role: policies.slot_marginals(target_policy, s[ev], n_slots, n_samples, rng)
+    marginals = {role: slates.slot_marginals(target_policy, s[ev], n_slots, n_samples, rng)
                  for role, s in scores.items()}
 
     # 3. Reward model on the first half.
@@ -163,16 +163,15 @@ def run_seed(seed: int, corpus: pl.DataFrame, metric: str = "click", n_boot: int
         "request_id": np.repeat(a.request_id[ev], n_slots),
         "member_id": np.repeat(members, n_slots),
         "position": np.tile(np.arange(1, n_slots + 1, dtype=np.int32), ev.sum()),
-        "propensity": policies.logged_conditionals(logging_policy, logged, shown).ravel(),
+        "propensity": slates.logged_conditionals(behaviour, logged, shown).ravel(),
         "logging_marginal": logging_marginal.ravel(),
         "reward": observed[ev].ravel(),
     })
-    top_logging = slot_probabilities(logged, np.ones(logged.shape, bool), cfg.logging_temperature,
-                                     cfg.logging_epsilon)
+    top_logging = behaviour(logged)(np.ones(logged.shape, bool))
     frames = {}
     for role, s in scores.items():
         slate = base.with_columns(
-            target_prob=policies.logged_conditionals(target_policy, s[ev], shown).ravel(),
+            target_prob=slates.logged_conditionals(target_policy, s[ev], shown).ravel(),
             target_marginal=pick(marginals[role]).ravel())
         top1 = marginals[role][:, 0]  # [R_ev, C] exact
         frames[role] = (slate, slate.filter(pl.col("position") == 1).with_columns(

@@ -20,7 +20,7 @@ import polars as pl
 
 from recsim.world import rewards
 from recsim.ope.estimators import Bootstrap, Estimate, evaluate, percentile_interval
-from recsim.world.world import UserModel
+from recsim.world.user_model import UserModel
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 SPLITS = ("train", "validation", "test")
@@ -238,3 +239,14 @@ def read_table(
     else:
         frame = pl.read_parquet(path)
     return validate(frame, schema, path, known_ids)
+
+
+def lookup_sorted(sorted_ids: np.ndarray, ids: np.ndarray, name: str) -> np.ndarray:
+    """Row positions of `ids` in the sorted array `sorted_ids`; KeyError naming unknown ids."""
+    ids = np.asarray(ids)
+    idx = np.searchsorted(sorted_ids, ids).clip(0, len(sorted_ids) - 1)
+    unknown = sorted_ids[idx] != ids
+    if unknown.any():
+        raise KeyError(f"unknown {name}(s): {ids[unknown][:5].tolist()} "
+                       f"({int(unknown.sum())} of {ids.size})")
+    return idx

@@ -2,6 +2,7 @@
 
     WORLD_START                       the instant hour 0 of every world
     hours_since_start(expr)           polars expr: a Datetime column -> Float64 hours since it
+    to_timestamps(hours)              the inverse: hours since the start -> a Datetime("us") Series
     time_split(frame, fraction)       (train, test, split_time): the first `fraction` of rows by
                                       timestamp train, the rest is held out
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import NamedTuple
 
+import numpy as np
 import polars as pl
 
 WORLD_START = dt.datetime(2026, 1, 1)
@@ -24,6 +26,13 @@ US_PER_HOUR = 3_600_000_000
 def hours_since_start(timestamps: pl.Expr) -> pl.Expr:
     """Float64 hours from WORLD_START to each timestamp (microsecond-exact before the division)."""
     return (timestamps - pl.lit(WORLD_START)).dt.total_microseconds().cast(pl.Float64) / US_PER_HOUR
+
+
+def to_timestamps(hours: np.ndarray) -> pl.Series:
+    """Datetime("us") timestamps at `hours` since WORLD_START (rounded to the microsecond)."""
+    micros = np.round(hours * US_PER_HOUR).astype(np.int64)
+    base = int(WORLD_START.replace(tzinfo=dt.timezone.utc).timestamp() * 1_000_000)
+    return pl.Series(micros + base).cast(pl.Datetime("us"))
 
 
 class TimeSplit(NamedTuple):

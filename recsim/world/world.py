@@ -8,25 +8,26 @@ The world is the ground truth every offline estimate is checked against. It hold
     candidates   per request, the posts the logging policy chose from           (schema.CANDIDATES)
     impressions  per request, the logged slate with exact propensities and the
                  sampled outcomes                                               (schema.IMPRESSIONS)
-    truth        the hidden `UserModel`: interests, affinities, quality; it gives the expected
-                 engagement of *any* slate for any member, so a policy's true online value can
-                 be computed for any slate it produces.
+    truth        the hidden `UserModel` (recsim/world/user_model.py): interests, affinities,
+                 quality; it gives the expected engagement of *any* slate for any member, so a
+                 policy's true online value can be computed for any slate it produces.
 
 How one request is simulated (`build_world`, all steps vectorised over requests):
 
     1. A member is drawn in proportion to their activity; the request gets a time.
     2. Candidates: C live posts (created within `post_window_days` before the request), half
        drawn from topics sampled from the member's interests, half uniformly; no duplicates.
-    3. The logging policy fills S slots one at a time (Plackett-Luce without replacement):
-       at each slot, (1 - eps) * softmax(score / temperature) + eps * uniform over the
-       candidates still unshown. The probability of the chosen post at its slot, given the
-       earlier slots, is the logged `propensity`; per request and slot they sum to 1.
-    4. The member responds (see `UserModel`): a position-based click model with examination
-       probability position ** -position_decay, and a relevance from topic affinity, author
-       affinity, freshness, post quality and (when `language_weight` > 0) language: a post in
-       a language the member does not read costs `language_weight` on the logit, an English
-       post half of it (a second language for most); likes, comments, shares and dwell follow
-       a click.
+    3. The logging policy (`logging_policy`, sampled by recsim.world.slates) fills S slots one
+       at a time (Plackett-Luce without replacement): at each slot, (1 - eps) *
+       softmax(score / temperature) + eps * uniform over the candidates still unshown. The
+       probability of the chosen post at its slot, given the earlier slots, is the logged
+       `propensity`; per request and slot they sum to 1.
+    4. The member responds (see recsim/world/user_model.py): a position-based click model with
+       examination probability position ** -position_decay, and a relevance from topic
+       affinity, author affinity, freshness, post quality and (when `language_weight` > 0)
+       language: a post in a language the member does not read costs `language_weight` on the
+       logit, an English post half of it (a second language for most); likes, comments, shares
+       and dwell follow a click.
 
 Multilingual worlds (conf/world/multilingual.yaml): add the corpus sources `parlspeech` (de, en,
 es, nl) and `slo_comments` (sl), give members those languages (`member_langs`), and set
@@ -37,7 +38,6 @@ Shape legend: R requests, S slate size, C candidates per request, T topics, D la
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
@@ -46,7 +46,9 @@ import polars as pl
 
 from recsim.world.corpus import SOURCES, TOPICS, load_corpus
 from recsim.world.schema import CANDIDATES, IMPRESSIONS, MEMBERS, POSTS, validate
-from recsim.world.timeline import US_PER_HOUR as _US_PER_HOUR, WORLD_START, hours_since_start
+from recsim.world.slates import SlatePolicy, plackett_luce, sample_slates
+from recsim.world.timeline import to_timestamps
+from recsim.world.user_model import UserModel
 
 log = logging.getLogger(__name__)
 
@@ -95,107 +97,6 @@ class WorldConfig:
     logging_personalization: float = 2.0
 
 
-def _timestamps(hours: np.ndarray) -> pl.Series:
-    micros = np.round(hours * _US_PER_HOUR).astype(np.int64)
-    base = int(WORLD_START.replace(tzinfo=dt.timezone.utc).timestamp() * 1_000_000)
-    return pl.Series(micros + base).cast(pl.Datetime("us"))
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-@dataclass
-class UserModel:
-    """The hidden truth: who likes what. Arrays are indexed by row position, not by id.
-
-    interests:      [N, T] member topic mixture (rows sum to 1)
-    member_latent:  [N, D] member taste vector (author affinity = member_latent . author_latent)
-    author_latent:  [A, D]
-    post_topic:     [P] topic index; post_author: [P] author index
-    post_quality:   [P] additive logit term
-    post_created:   [P] hours since WORLD_START
-    language_gap:   [N, L] 0 (member's language), 0.5 (English, not the member's) or 1, per
-                    post language; post_lang: [P] index into its columns (None: no languages)
-    member_ids / post_ids: sorted ids; row i of the arrays belongs to member_ids[i] / post_ids[i]
-    """
-
-    config: WorldConfig
-    member_ids: np.ndarray
-    post_ids: np.ndarray
-    interests: np.ndarray
-    member_latent: np.ndarray
-    author_latent: np.ndarray
-    post_topic: np.ndarray
-    post_author: np.ndarray
-    post_quality: np.ndarray
-    post_created: np.ndarray
-    language_gap: np.ndarray | None = None
-    post_lang: np.ndarray | None = None
-
-    def member_index(self, member_ids: np.ndarray) -> np.ndarray:
-        return lookup_sorted(self.member_ids, member_ids, "member_id")
-
-    def post_index(self, post_ids: np.ndarray) -> np.ndarray:
-        return lookup_sorted(self.post_ids, post_ids, "post_id")
-
-    def topic_affinity(self, m: np.ndarray, p: np.ndarray) -> np.ndarray:
-        return self.interests[m, self.post_topic[p]]
-
-    def relevance_logit(self, m: np.ndarray, p: np.ndarray, t_hours: np.ndarray) -> np.ndarray:
-        """Logit of engaging with post p if examined, for member m at time t (any equal shapes)."""
-        c = self.config
-        author_aff = np.einsum(
-            "...d,...d->...", self.member_latent[m], self.author_latent[self.post_author[p]]
-        ) / np.sqrt(c.latent_dim)
-        age = np.maximum(t_hours - self.post_created[p], 0.0)
-        fresh = 0.5 ** (age / c.freshness_halflife_hours)
-        logit = (c.base_logit + c.topic_weight * self.topic_affinity(m, p)
-                 + c.author_weight * author_aff + c.freshness_weight * fresh + self.post_quality[p])
-        if c.language_weight and self.language_gap is not None:
-            logit = logit - c.language_weight * self.language_gap[m, self.post_lang[p]]
-        return logit
-
-    def examination(self, position: np.ndarray) -> np.ndarray:
-        return np.asarray(position, dtype=np.float64) ** -self.config.position_decay
-
-    def outcome_probabilities(self, m, p, t_hours, position) -> dict[str, np.ndarray]:
-        """Probabilities of each outcome, and expected dwell seconds, for shown posts."""
-        affinity = self.topic_affinity(m, p)
-        examine = self.examination(position)
-        p_click = examine * _sigmoid(self.relevance_logit(m, p, t_hours))
-        quality = self.post_quality[p]
-        p_like = p_click * _sigmoid(-1.0 + 2.0 * affinity + quality)
-        p_comment = p_click * _sigmoid(-3.0 + 2.0 * affinity + quality)
-        p_share = p_click * _sigmoid(-3.5 + 2.0 * affinity + quality)
-        mu, sigma = np.log(15.0) + affinity, 0.5  # log-normal dwell after a click
-        e_dwell = p_click * np.exp(mu + sigma**2 / 2) + (1 - p_click) * 2.0 * examine
-        return {"click": p_click, "like": p_like, "comment": p_comment, "share": p_share,
-                "dwell_seconds": e_dwell, "_mu": mu, "_sigma": np.full_like(mu, sigma),
-                "_examine": examine}
-
-    def expected_outcomes(self, slates: pl.DataFrame) -> pl.DataFrame:
-        """Ground-truth expected engagement of any slates.
-
-        Args:
-            slates: rows (member_id, post_id, position, timestamp), any number per request.
-        Returns:
-            `slates` with columns p_click, p_like, p_comment, p_share, e_dwell_seconds added.
-            Summing p_click over a request's rows gives its expected clicks.
-        """
-        for col in ("member_id", "post_id", "position", "timestamp"):
-            if col not in slates.columns:
-                raise ValueError(f"slates: missing column '{col}'")
-        m = self.member_index(slates["member_id"].to_numpy())
-        p = self.post_index(slates["post_id"].to_numpy())
-        t = slates.select(hours_since_start(pl.col("timestamp"))).to_series().to_numpy()
-        probs = self.outcome_probabilities(m, p, t, slates["position"].to_numpy())
-        return slates.with_columns(
-            p_click=probs["click"], p_like=probs["like"], p_comment=probs["comment"],
-            p_share=probs["share"], e_dwell_seconds=probs["dwell_seconds"],
-        )
-
-
 def language_gaps(member_lang: pl.Series, post_lang: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """[N, L] gap of each member to each post language (0 own, 0.5 English, 1 other) and [P]
     post language indices into its columns."""
@@ -206,17 +107,6 @@ def language_gaps(member_lang: pl.Series, post_lang: pl.Series) -> tuple[np.ndar
     own = member_lang.to_numpy()[:, None] == cols[None, :]
     gap = np.where(own, 0.0, np.where(cols[None, :] == "en", 0.5, 1.0))
     return gap, post_idx
-
-
-def lookup_sorted(sorted_ids: np.ndarray, ids: np.ndarray, name: str) -> np.ndarray:
-    """Row positions of `ids` in the sorted array `sorted_ids`; KeyError naming unknown ids."""
-    ids = np.asarray(ids)
-    idx = np.searchsorted(sorted_ids, ids).clip(0, len(sorted_ids) - 1)
-    unknown = sorted_ids[idx] != ids
-    if unknown.any():
-        raise KeyError(f"unknown {name}(s): {ids[unknown][:5].tolist()} "
-                       f"({int(unknown.sum())} of {ids.size})")
-    return idx
 
 
 @dataclass
@@ -288,7 +178,7 @@ def _make_authors_and_posts(cfg: WorldConfig, corpus: pl.DataFrame, rng: np.rand
     })
     posts = corpus.with_columns(
         author_id=pl.Series(post_author + 1, dtype=pl.Int64),
-        created_at=_timestamps(created),
+        created_at=to_timestamps(created),
     ).select(POSTS.names)
     return authors, posts, author_latent, post_topic, post_author, quality, created
 
@@ -354,37 +244,9 @@ def logging_scores(cfg: WorldConfig, truth: UserModel, popularity: np.ndarray,
             + cfg.logging_personalization * truth.interests[member[:, None], truth.post_topic[cand]])
 
 
-def slot_probabilities(scores: np.ndarray, available: np.ndarray, temperature: float,
-                       epsilon: float) -> np.ndarray:
-    """The logging policy at one slot: [R, C] probabilities over the still-available candidates.
-
-    (1 - epsilon) * softmax(scores / temperature) + epsilon * uniform, both over `available`.
-    """
-    z = np.where(available, scores / temperature, -np.inf)
-    z = z - z.max(axis=1, keepdims=True)
-    w = np.exp(z)
-    soft = w / w.sum(axis=1, keepdims=True)
-    uniform = available / available.sum(axis=1, keepdims=True)
-    return (1.0 - epsilon) * soft + epsilon * uniform
-
-
-def _log_slates(cfg, rng, scores: np.ndarray):
-    """Sample S slots without replacement; return chosen [R, S] columns and propensities."""
-    n_req = scores.shape[0]
-    available = np.ones(scores.shape, dtype=bool)
-    chosen = np.empty((n_req, cfg.slate_size), dtype=np.int64)
-    propensity = np.empty((n_req, cfg.slate_size))
-    rows = np.arange(n_req)
-    for slot in range(cfg.slate_size):
-        probs = slot_probabilities(scores, available, cfg.logging_temperature, cfg.logging_epsilon)
-        cum = np.cumsum(probs, axis=1)
-        u = rng.random(n_req) * cum[:, -1]
-        pick = np.minimum((cum <= u[:, None]).sum(axis=1), scores.shape[1] - 1)
-        pick = np.where(available[rows, pick], pick, np.argmax(available * probs, axis=1))
-        chosen[:, slot] = pick
-        propensity[:, slot] = probs[rows, pick]
-        available[rows, pick] = False
-    return chosen, propensity
+def logging_policy(cfg: WorldConfig) -> SlatePolicy:
+    """The world's logging policy: Plackett-Luce over the logging scores with exploration."""
+    return plackett_luce(cfg.logging_temperature, cfg.logging_epsilon)
 
 
 def build_world(cfg: WorldConfig, corpus: pl.DataFrame | None = None) -> World:
@@ -420,7 +282,7 @@ def build_world(cfg: WorldConfig, corpus: pl.DataFrame | None = None) -> World:
     # 3. Candidates and the logging policy's slates.
     cand = _draw_candidates(cfg, rng, truth, req_member, req_time)
     scores = logging_scores(cfg, truth, authors["popularity"].to_numpy(), req_member, cand, req_time)
-    chosen, propensity = _log_slates(cfg, rng, scores)
+    chosen, propensity = sample_slates(logging_policy(cfg), scores, cfg.slate_size, rng)
     shown = np.take_along_axis(cand, chosen, axis=1)  # [R, S] post indices
 
     # 4. Outcomes from the true user model.
@@ -444,7 +306,7 @@ def build_world(cfg: WorldConfig, corpus: pl.DataFrame | None = None) -> World:
         "member_id": truth.member_ids[m.ravel()],
         "post_id": truth.post_ids[shown.ravel()],
         "position": position.ravel().astype(np.int32),
-        "timestamp": _timestamps(t.ravel()),
+        "timestamp": to_timestamps(t.ravel()),
         "propensity": propensity.ravel(),
         "click": click.ravel(), "like": like.ravel(), "comment": comment.ravel(),
         "share": share.ravel(), "dwell_seconds": dwell.ravel(),
