@@ -28,6 +28,7 @@ from embeddings.evaluate import EvalConfig, evaluate
 from embeddings.tasks import TASK_SPECS, build_task
 from embeddings.train import TrainConfig, train_once, write_model_card
 from recsim.paths import CONF_DIR
+from recsim.report.tables import markdown_table
 
 log = logging.getLogger("recsim.jobs.finetune")
 
@@ -79,21 +80,22 @@ def summarize(table: pl.DataFrame, train_tasks: list[str], zero_shot: list[str],
 def render(wide: pl.DataFrame, table: pl.DataFrame, targets: dict, minutes: float,
            zero_shot: list[str]) -> str:
     models = [m for m in ("base", "single-task", "multi-task") if f"knn_accuracy_{m}" in wide.columns]
-    head = "| task | " + " | ".join(f"kNN acc {m}" for m in models) + " | " + \
-        " | ".join(f"MRR {m}" for m in models) + " |"
-    lines = ["## Base vs single-task vs multi-task (full dimension)", "", head,
-             "|" + "---|" * (1 + 2 * len(models))]
+    rows = []
     for r in wide.iter_rows(named=True):
         name = r["task"] + (" (zero-shot)" if r["task"] in zero_shot else "")
         cells = [r.get(f"knn_accuracy_{m}") for m in models] + [r.get(f"mrr_{m}") for m in models]
-        lines.append(f"| {name} | " + " | ".join("" if c is None else f"{c:.3f}" for c in cells) + " |")
+        rows.append([name, *("" if c is None else f"{c:.3f}" for c in cells)])
+    headers = ["task", *(f"kNN acc {m}" for m in models), *(f"MRR {m}" for m in models)]
+    lines = ["## Base vs single-task vs multi-task (full dimension)", "",
+             markdown_table(headers, rows)]
     multi = table.filter(pl.col("model") == "multi-task")
     dims = sorted(multi["dim"].unique().to_list(), reverse=True)
-    lines += ["", "## Matryoshka dimensions (multi-task, kNN accuracy)", "",
-              "| task | " + " | ".join(f"{d}-d" for d in dims) + " |", "|" + "---|" * (1 + len(dims))]
+    rows = []
     for task in multi["task"].unique(maintain_order=True).to_list():
         accs = {r["dim"]: r["knn_accuracy"] for r in multi.filter(pl.col("task") == task).iter_rows(named=True)}
-        lines.append(f"| {task} | " + " | ".join(f"{accs[d]:.3f}" for d in dims) + " |")
+        rows.append([task, *(f"{accs[d]:.3f}" for d in dims)])
+    lines += ["", "## Matryoshka dimensions (multi-task, kNN accuracy)", "",
+              markdown_table(["task", *(f"{d}-d" for d in dims)], rows)]
     lines += ["", "## Targets", "",
               f"- multi-task beats the frozen base on every task (zero-shot included): "
               f"**{targets['multi_beats_base_on_every_task']}** "

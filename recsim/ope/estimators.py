@@ -129,13 +129,6 @@ def check_decisions(frame: pl.DataFrame, source: str = "decisions",
     return frame
 
 
-def contributions(name: str, frame: pl.DataFrame) -> pl.DataFrame:
-    """Per-row terms of estimator `name`, plus the diagnostic terms the shared routine sums."""
-    if name not in ESTIMATORS:
-        raise ValueError(f"unknown estimator '{name}'; choose from {list(ESTIMATORS)}")
-    return frame.select(**_all_terms(ESTIMATORS[name], frame))
-
-
 def _all_terms(est: Estimator, frame: pl.DataFrame) -> dict[str, pl.Expr]:
     unsupported = (pl.col("unsupported_mass").fill_null(0.0) if "unsupported_mass" in frame.columns
                    else pl.lit(0.0))
@@ -190,11 +183,6 @@ class Bootstrap:
     n_boot: int = 500
     seed: int = 0
     alpha: float = 0.05
-
-    @classmethod
-    def over_members(cls, member_ids=None, n_boot: int = 500, seed: int = 0) -> "Bootstrap":
-        """Kept for the skeleton's callers; the clusters are always the frame's member_id."""
-        return cls(n_boot, seed)
 
 
 def evaluate(names: list[str], frame: pl.DataFrame, boot: Bootstrap, alpha: float | None = None,

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from recsim.report.tables import markdown_table
+
 MIN_EFFECTIVE_SAMPLE_SIZE = 100  # below this, the report warns that an estimate is thin
 
 PACKAGES = ("torch", "torchrec", "fbgemm_gpu_cpu", "transformers", "sentence-transformers", "ray",
@@ -191,10 +193,7 @@ def render_markdown(r: dict) -> str:
         for text in sec["text"]:
             lines += [text, ""]
         if sec["headers"]:
-            lines.append("| " + " | ".join(sec["headers"]) + " |")
-            lines.append("|" + "---|" * len(sec["headers"]))
-            lines += ["| " + " | ".join(row) + " |" for row in sec["rows"]]
-            lines.append("")
+            lines += [markdown_table(sec["headers"], sec["rows"]), ""]
         for note in sec["notes"]:
             lines += [note, ""]
         if sec.get("code"):
@@ -308,8 +307,7 @@ def write_ablation_report(summary: dict, output_dir: str | Path) -> dict[str, Pa
     headers, rows = _ablation_table(summary)
     text = _ablation_text(summary)
     md = ["# Ranker feature ablation", "", *[line for t in text for line in (t, "")],
-          "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
-          *["| " + " | ".join(row) + " |" for row in rows], ""]
+          markdown_table(headers, rows), ""]
     png = plots.ablation_figure(summary)
     body = ["<h1>Ranker feature ablation</h1>", *[f"<p>{_inline(t)}</p>" for t in text],
             "<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers)
