@@ -49,7 +49,7 @@ import polars as pl
 from recsim.ope.bootstrap import (ClusterSums, Combine, Estimate, cluster_sums, finish,
                               percentile_interval, ratio, replicate)
 
-__all__ = ["Estimate", "Estimator", "ESTIMATORS", "Bootstrap", "check_decisions", "contributions",
+__all__ = ["Estimate", "Estimator", "ESTIMATORS", "Bootstrap", "check_decisions",
            "summarize", "finish_all", "evaluate", "estimate", "percentile_interval"]
 
 log = logging.getLogger(__name__)
