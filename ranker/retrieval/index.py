@@ -272,11 +272,19 @@ class PostIndex:
 
     # -- search -----------------------------------------------------------------------------
 
-    def _selector(self, max_age_days: float | None, now) -> tuple[object | None, list]:
-        """One FAISS selector over labels for the whole batch: live and young enough."""
+    def _selector(self, max_age_days: float | None, now,
+                  created_range: tuple[float, float] | None = None) -> tuple[object | None, list]:
+        """One FAISS selector over labels for the whole batch: live, young enough, and created
+        within `created_range` (hours, both ends included) when given."""
         allowed = None
         if self.n_tombstones:
             allowed = self.post_of_label >= 0
+        if created_range is not None:
+            if np.isnan(self.created_of_label[self.post_of_label >= 0]).any():
+                raise ValueError("created_range: the index was built without `created` times")
+            lo, hi = created_range
+            inside = (self.created_of_label >= lo) & (self.created_of_label <= hi)
+            allowed = inside if allowed is None else allowed & inside
         if max_age_days is not None:
             if now is None:
                 raise ValueError("now: required with max_age_days (the time ages are measured at)")
@@ -298,10 +306,12 @@ class PostIndex:
         return faiss.SearchParameters(sel=sel) if sel is not None else None
 
     def search_labels(self, queries: np.ndarray, k: int, max_age_days: float | None = None,
-                      now=None) -> tuple[np.ndarray, np.ndarray]:
-        """Raw FAISS search: ([M, k] scores, [M, k] post_ids, -1 where fewer than k match)."""
+                      now=None, created_range: tuple[float, float] | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw FAISS search: ([M, k] scores, [M, k] post_ids, -1 where fewer than k match).
+        `created_range` (lo, hi): only posts created within it (hours on the `created` clock)."""
         x = self._prepare(queries, "queries")
-        sel, keep_alive = self._selector(max_age_days, now)
+        sel, keep_alive = self._selector(max_age_days, now, created_range)
         params = self._params(sel)
         if self.kind == "HNSW" and self.cfg.ef_search < k:
             params.efSearch = k  # HNSW returns at most efSearch results

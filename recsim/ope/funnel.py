@@ -1,0 +1,188 @@
+"""A policy is a funnel: candidate source -> ranker -> slate.
+
+    1. candidates   the request's logged candidates (what off-policy estimators can judge), or
+                    FAISS top-K over the posts live at the request's time (ranker/retrieval/
+                    candidates.py); each marked `logged` when the logging policy could have
+                    shown it (it is in the request's logged candidate set)
+    2. scores       the policy's TorchRec ranker scores every candidate of every request, in
+                    batches across requests (ranker.train.score_candidates)
+    3. slate        the top N by score (temperature 0; ties to the lower post_id), or
+                    Plackett-Luce at the policy temperature: its marginals (each post's
+                    probability at each slot, Monte Carlo over sampled prefixes) for the truth
+                    and the offline estimates, and one sampled slate per request, the one an
+                    online test would serve
+
+The frames every later step reads (R requests, S slots):
+
+    slates   request_id, post_id, position (1..S), prob   the policy's probability of the post
+                                                            at the position
+    served   request_id, post_id, position               one slate per request (prob 1)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from recsim.world import slates as pl_slates
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("logged", "retrieval")
+
+
+@dataclass
+class FunnelOutput:
+    """One policy served to the evaluation requests."""
+
+    candidates: pl.DataFrame  # request_id, post_id, logged, score, click_prob
+    slates: pl.DataFrame  # request_id, post_id, position, prob
+    served: pl.DataFrame  # request_id, post_id, position
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage: candidates, scoring, slate
+
+
+def score_rows(candidates: pl.DataFrame, requests: pl.DataFrame, scorer: Callable,
+               position: int = 1) -> pl.DataFrame:
+    """Attach the ranker's `score` (log ranking score) and `click_prob` to every candidate.
+
+    `scorer(rows) -> ranker.train.Scores` over rows (request_id, member_id, post_id, position,
+    timestamp); every request's candidates are scored at `position` (the ranker's score does not
+    depend on the slot it is asked about beyond its position feature).
+    """
+    rows = (candidates.join(requests.select("request_id", "member_id", "timestamp"),
+                            on="request_id", maintain_order="left")
+            .with_columns(position=pl.lit(position, dtype=pl.Int32)))
+    scores = scorer(rows)
+    return candidates.with_columns(score=scores.score.astype(np.float64),
+                                   click_prob=scores.click_prob.astype(np.float64))
+
+
+def top_slates(scored: pl.DataFrame, slate_size: int) -> pl.DataFrame:
+    """The deterministic slate: top `slate_size` by score per request, ties to the lower
+    post_id -> (request_id, post_id, position, prob = 1)."""
+    return (scored.sort(["request_id", "score", "post_id"], descending=[False, True, False])
+            .with_columns(position=pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over("request_id"))
+            .filter(pl.col("position") <= slate_size)
+            .select("request_id", "post_id", "position", prob=pl.lit(1.0)))
+
+
+def _padded(scored: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[R] request ids, [R, C] post ids (-1 pads) and [R, C] scores (-inf pads)."""
+    ordered = scored.sort("request_id", "post_id").with_columns(
+        col=pl.int_range(pl.len()).over("request_id"))
+    req, inverse = np.unique(ordered["request_id"].to_numpy(), return_inverse=True)
+    width = int(ordered["col"].max()) + 1
+    posts = np.full((len(req), width), -1, dtype=np.int64)
+    scores = np.full((len(req), width), -np.inf)
+    cols = ordered["col"].to_numpy()
+    posts[inverse, cols] = ordered["post_id"].to_numpy()
+    scores[inverse, cols] = ordered["score"].to_numpy()
+    return req, posts, scores
+
+
+def _frame(req: np.ndarray, posts: np.ndarray, probs: np.ndarray) -> pl.DataFrame:
+    """[R, S, C] slot probabilities -> long (request_id, post_id, position, prob > 0)."""
+    r, s, c = probs.shape
+    return pl.DataFrame({
+        "request_id": np.repeat(req, s * c),
+        "post_id": np.tile(posts, (1, s)).ravel(),
+        "position": np.tile(np.repeat(np.arange(1, s + 1, dtype=np.int32), c), r),
+        "prob": probs.ravel(),
+    }).filter((pl.col("prob") > 0) & (pl.col("post_id") >= 0))
+
+
+def plackett_luce_slates(scored: pl.DataFrame, slate_size: int, temperature: float,
+                         n_samples: int, rng: np.random.Generator, chunk: int = 256
+                         ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(slates with Monte Carlo marginals, one served slate per request) for Plackett-Luce at
+    `temperature` over each request's scored candidates; `chunk` requests at a time."""
+    req, posts, scores = _padded(scored)
+    policy = pl_slates.plackett_luce(temperature)
+    marginals, served = [], []
+    for start in range(0, len(req), chunk):
+        sl = slice(start, start + chunk)
+        n_slots = min(slate_size, posts.shape[1])
+        probs = pl_slates.slot_marginals(policy, scores[sl], n_slots, n_samples, rng)
+        marginals.append(_frame(req[sl], posts[sl], probs))
+        chosen, _ = pl_slates.sample_slates(policy, scores[sl], n_slots, rng)
+        picked = np.take_along_axis(posts[sl], chosen, axis=1)
+        served.append(pl.DataFrame({
+            "request_id": np.repeat(req[sl], n_slots), "post_id": picked.ravel(),
+            "position": np.tile(np.arange(1, n_slots + 1, dtype=np.int32), len(picked)),
+        }).filter(pl.col("post_id") >= 0))
+    return pl.concat(marginals), pl.concat(served)
+
+
+def serve(candidates: pl.DataFrame, requests: pl.DataFrame, scorer: Callable, slate_size: int,
+          temperature: float, seed: int, n_samples: int = 32) -> FunnelOutput:
+    """Steps 2-3 for one policy over its candidates (request_id, post_id, logged)."""
+    start = time.perf_counter()
+    scored = score_rows(candidates, requests, scorer)
+    scoring_s = time.perf_counter() - start
+    start = time.perf_counter()
+    if temperature == 0:
+        slates = top_slates(scored, slate_size)
+        served = slates.select("request_id", "post_id", "position")
+    else:
+        slates, served = plackett_luce_slates(scored, slate_size, temperature, n_samples,
+                                              np.random.default_rng(seed))
+    return FunnelOutput(scored, slates, served,
+                        {"scoring": scoring_s, "slate": time.perf_counter() - start})
+
+
+def logged_candidates(candidates: pl.DataFrame, requests: pl.DataFrame) -> pl.DataFrame:
+    """Source `logged`: each evaluation request's logged candidates (all `logged`)."""
+    return (candidates.join(requests.select("request_id"), on="request_id")
+            .select("request_id", "post_id", logged=pl.lit(True)))
+
+
+def mark_logged(retrieved: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:
+    """Source `retrieval`: (request_id, post_id, ...) with `logged` = in the request's logged
+    candidate set (the posts the logging policy could have shown)."""
+    known = candidates.select("request_id", "post_id", logged=pl.lit(True))
+    return (retrieved.join(known, on=["request_id", "post_id"], how="left", maintain_order="left")
+            .with_columns(pl.col("logged").fill_null(False)))
+
+
+def funnel_stats(out: FunnelOutput, requests: pl.DataFrame, later: pl.DataFrame,
+                 ks: tuple[int, ...] = (10, 100)) -> dict:
+    """The funnel section of a policy: candidates per request, recall of later engagements in
+    its candidate set, the slate's share on logged candidates, seconds per request by stage.
+
+    Args:
+        requests: (request_id, member_id, timestamp) the evaluation requests.
+        later: (member_id, post_id, timestamp) engagements in the log; for each request the
+            member's engagements after the request's time are what its candidates should hold.
+    """
+    n_req = max(requests.height, 1)
+    per_request = out.candidates.group_by("request_id").len()["len"]
+    ranked = out.candidates.sort(["request_id", "score", "post_id"], descending=[False, True, False]
+                                 ).with_columns(rank=pl.int_range(1, pl.len() + 1).over("request_id"))
+    targets = (requests.select("request_id", "member_id", req_t="timestamp")
+               .join(later.select("member_id", "post_id", "timestamp"), on="member_id")
+               .filter(pl.col("timestamp") > pl.col("req_t")).select("request_id", "post_id").unique())
+    hits = targets.join(ranked.select("request_id", "post_id", "rank"), on=["request_id", "post_id"],
+                        how="left")
+    recall = {}
+    if hits.height:
+        per = hits.group_by("request_id").agg(
+            [(pl.col("rank") <= k).fill_null(False).mean().alias(f"recall@{k}") for k in ks]
+            + [pl.col("rank").is_not_null().mean().alias("recall@all")])
+        recall = {c: float(per[c].mean()) for c in per.columns if c != "request_id"}
+    on_logged = out.slates.join(out.candidates.select("request_id", "post_id", "logged"),
+                                on=["request_id", "post_id"], how="left")
+    slots = max(float(on_logged["prob"].sum()), 1e-12)
+    return {
+        "candidates_per_request": float(per_request.mean()) if per_request.len() else 0.0,
+        "min_candidates": int(per_request.min()) if per_request.len() else 0,
+        "recall_of_later_engagements": recall,
+        "requests_with_later_engagements": int(targets["request_id"].n_unique()),
+        "slate_share_logged": float((on_logged["prob"] * on_logged["logged"].fill_null(False)).sum()
+                                    / slots),
+        "ms_per_request": {stage: 1000 * s / n_req for stage, s in out.seconds.items()},
+    }
