@@ -10,6 +10,8 @@ slate, so a policy's true online value can be computed for whatever it would sho
     3. outcome_probabilities  click = examination * sigmoid(relevance); like, comment, share
                               and log-normal dwell follow a click
     4. expected_outcomes      the same for a frame of (member_id, post_id, position, timestamp)
+    5. sample_outcomes        one draw of the member's response from those probabilities (the
+                              logged outcomes of build_world, and the arms of an online A/B)
 
 Shape legend: N members, P posts, A authors, T topics, D latent dim, L post languages.
 """
@@ -122,3 +124,33 @@ class UserModel:
             p_click=probs["click"], p_like=probs["like"], p_comment=probs["comment"],
             p_share=probs["share"], e_dwell_seconds=probs["dwell_seconds"],
         )
+
+
+def sample_outcomes(probs: dict[str, np.ndarray],
+                    rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The member responds: one draw of every outcome from `UserModel.outcome_probabilities`.
+
+    Draw order (fixed: a world's log is a function of its seed): a uniform per shown post for
+    the click (u < p_click); then, in turn for like, comment and share, a uniform per post
+    against P(action | click) (an action needs the click); then the dwell: log-normal
+    (_mu, _sigma) after a click, else exponential(2 s) * examination.
+
+    Args:
+        probs: outcome_probabilities' dict, every array of one shape [*] (e.g. [R, S] or [N]).
+        rng: the generator to draw from; it advances by six draws per post (both dwell draws
+             are made for every post, whichever is used).
+    Returns:
+        click, like, comment, share: bool [*]; dwell_seconds: float64 [*].
+    """
+    shape = np.shape(probs["click"])
+    click = rng.random(shape) < probs["click"]
+    p_click = np.maximum(probs["click"], 1e-12)
+    like, comment, share = (click & (rng.random(shape) < probs[key] / p_click)
+                            for key in ("like", "comment", "share"))
+    dwell = np.where(
+        click,
+        rng.lognormal(probs["_mu"], probs["_sigma"]),
+        rng.exponential(2.0, size=shape) * probs["_examine"],
+    )
+    return {"click": click, "like": like, "comment": comment, "share": share,
+            "dwell_seconds": dwell}
