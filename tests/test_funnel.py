@@ -60,14 +60,19 @@ def test_oracle_beats_a_noisy_ranker_and_random_matches_the_candidates_mean(smal
         out = funnel.serve(cands, requests, scorer, 5, 0.0, seed=0)
         value[name] = expected_engagement(small_world.truth, out.slates, requests)["click"]
     assert value["oracle"] > value["noisy"] > value["random"]
-    # A uniform policy (huge temperature) puts each candidate at each slot with prob 1 / C:
-    uniform = funnel.serve(cands, requests, _random(), 5, temperature=1e9, seed=0, n_samples=4)
-    assert uniform.slates["prob"].to_numpy() == pytest.approx(1 / 20)
+    # A uniform policy (huge temperature) puts each candidate at each slot with prob 1 / C
+    # (exactly at slot 1; deeper slots are Monte Carlo averages over sampled prefixes):
+    uniform = funnel.serve(cands, requests, _random(), 5, temperature=1e9, seed=0, n_samples=64)
+    n_cand = cands.group_by("request_id").len()
+    probs = uniform.slates.filter(pl.col("position") == 1).join(n_cand, on="request_id")
+    assert probs["prob"].to_numpy() == pytest.approx(1 / probs["len"].to_numpy(), rel=1e-6)
     per_slot = (cands.join(requests, on="request_id")
                 .join(pl.DataFrame({"position": np.arange(1, 6, dtype=np.int32)}), how="cross"))
-    mean_of_candidates = small_world.truth.expected_outcomes(per_slot)["p_click"].sum() / 20
+    mean_of_candidates = (small_world.truth.expected_outcomes(per_slot)
+                          .group_by("request_id", "position").agg(pl.col("p_click").mean())
+                          ["p_click"].sum())
     got = expected_engagement(small_world.truth, uniform.slates, requests)["click"]
-    assert got * requests.height == pytest.approx(mean_of_candidates, rel=1e-9)
+    assert got * requests.height == pytest.approx(mean_of_candidates, rel=0.01)
 
 
 def test_plackett_luce_marginals_sum_to_one_per_slot_and_served_is_a_slate(small_world):
