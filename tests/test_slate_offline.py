@@ -101,7 +101,8 @@ def test_support_is_one_over_the_logged_candidates_and_hand_computed_otherwise()
                     "n_requests": 2}
     assert support_status(full) == "full support"
     part = support(slate_marginals(RETRIEVED, 1.0, 2), CANDIDATES)
-    assert part["per_slot"] == {1: pytest.approx((3 / 4 + 1) / 2), 2: pytest.approx((2 / 3 + 1) / 2)}
+    assert part["per_slot"] == {1: pytest.approx((3 / 4 + 1) / 2),
+                                2: pytest.approx((2 / 3 + 1) / 2)}
     assert part["support"] == pytest.approx((3 / 4 + 2 / 3 + 1 + 1) / 4)
     assert support_status(part) == "partial support (0.85): biased"
     frame = _decisions(RETRIEVED, 1.0)
@@ -127,9 +128,11 @@ def test_a_logged_post_outside_the_policy_gets_zero():
 
 @pytest.mark.parametrize("policy_scores, message", [
     (TARGET.with_columns(request_id=pl.Series([1, 1, 1, 9, 9, 9])),
-     r"policy_scores: column 'request_id': 1 request\(s\) not in the log's impressions \(first: \[9\]"),
+     r"policy_scores: column 'request_id': 1 request\(s\) not in the log's impressions "
+     r"\(first: \[9\]"),
     (pl.concat([TARGET, TARGET.head(1)]),
-     r"policy_scores: columns \['request_id', 'post_id'\]: 2 rows repeat .* \(first: \[\(1, 10\)\]"),
+     r"policy_scores: columns \['request_id', 'post_id'\]: 2 rows repeat .* "
+     r"\(first: \[\(1, 10\)\]"),
     (TARGET.with_columns(score=pl.Series([0.0, float("nan"), 0, 0, 0, 0])),
      r"policy_scores: column 'score': 1 NaN or infinite value\(s\) \(first .*\[\(1, 11\)\]"),
     (TARGET.drop("score"), r"policy_scores: missing column\(s\) \['score'\]"),
@@ -140,10 +143,23 @@ def test_bad_input_names_the_frame_and_the_column(policy_scores, message):
         _decisions(policy_scores, 1.0)
 
 
-def test_a_logged_post_outside_the_candidates_is_refused():
+def test_a_bad_log_is_refused():
     with pytest.raises(ValueError, match=r"impressions: column 'post_id': 1 logged post"):
         slate_decisions(IMPRESSIONS, CANDIDATES.filter(pl.col("post_id") != 10), LOGGING, TARGET,
                         1.0, 2)
+    with pytest.raises(ValueError, match=r"impressions: column 'position': 1 request"):
+        slate_decisions(IMPRESSIONS.filter(pl.col("post_id") != 20), CANDIDATES, LOGGING, TARGET,
+                        1.0, 2)
+    with pytest.raises(ValueError, match=r"impressions: missing column\(s\) \['like'\]"):
+        slate_decisions(IMPRESSIONS, CANDIDATES, LOGGING, TARGET, 1.0, 2, "like")
+    with pytest.raises(ValueError, match=r"candidates: column 'logging_score': 1 NaN"):
+        slate_decisions(IMPRESSIONS, CANDIDATES.with_columns(
+            logging_score=pl.Series([0.0, float("nan"), 0, 0, 0, 0])), LOGGING, TARGET, 1.0, 2)
+    # Integer widths other than Int64 are fine.
+    narrow = IMPRESSIONS.with_columns(pl.col("request_id", "post_id").cast(pl.Int32))
+    frame = slate_decisions(narrow, CANDIDATES, LOGGING, TARGET.with_columns(
+        pl.col("post_id").cast(pl.Int32)), 1.0, 2)
+    assert frame["target_prob"].to_list() == pytest.approx([1 / 4, 2 / 3, 1 / 2, 2 / 3])
 
 
 # --- the small world ---------------------------------------------------------------------------

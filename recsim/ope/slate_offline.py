@@ -127,7 +127,8 @@ def logging_marginals(policy: SlatePolicy, scores: np.ndarray, shown: np.ndarray
     out, n_exact = np.empty(shown.shape), n_slots
     for start in range(0, len(scores), chunk):
         sc, sh = scores[start:start + chunk], shown[start:start + chunk]
-        marg, k = _enumerated_marginals(policy, sc, n_slots, _budget(len(sc), n_samples, exact_rows))
+        budget = _budget(len(sc), n_samples, exact_rows)
+        marg, k = _enumerated_marginals(policy, sc, n_slots, budget)
         part = np.take_along_axis(marg, sh[:, :, None], axis=2)[:, :, 0]
         if k < n_slots:
             part[:, k:] = slates.logged_marginals(policy, sc, sh, n_samples, rng)[:, k:]
@@ -148,7 +149,8 @@ def policy_marginals(policy: SlatePolicy, scores: np.ndarray, n_slots: int, n_sa
     out, n_exact = np.empty((len(scores), n_slots, scores.shape[1])), n_slots
     for start in range(0, len(scores), chunk):
         sc = scores[start:start + chunk]
-        marg, k = _enumerated_marginals(policy, sc, n_slots, _budget(len(sc), n_samples, exact_rows))
+        budget = _budget(len(sc), n_samples, exact_rows)
+        marg, k = _enumerated_marginals(policy, sc, n_slots, budget)
         if k < n_slots:
             marg[:, k:] = slates.slot_marginals(policy, sc, n_slots, n_samples, rng)[:, k:]
         out[start:start + chunk], n_exact = marg, min(n_exact, k)
@@ -191,6 +193,10 @@ def _first(frame: pl.DataFrame, n: int = 3) -> list:
     return frame.head(n).rows()
 
 
+def _int_keys(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(pl.col(c).cast(pl.Int64) for c in KEY if c in frame.columns)
+
+
 def _check_columns(frame: pl.DataFrame, source: str, needs: tuple[str, ...]) -> None:
     missing = [c for c in needs if c not in frame.columns]
     if missing:
@@ -205,8 +211,9 @@ def _check_scored(frame: pl.DataFrame, source: str, score: str) -> None:
     _check_columns(frame, source, ("request_id", "post_id", score))
     dup = frame.filter(pl.struct(KEY).is_duplicated())
     if dup.height:
+        first = _first(dup.select(KEY).unique(maintain_order=True))
         raise ValueError(f"{source}: columns ['request_id', 'post_id']: {dup.height} rows repeat a "
-                         f"(request, post) pair (first: {_first(dup.select(KEY).unique(maintain_order=True))})")
+                         f"(request, post) pair (first: {first})")
     bad = frame.filter(~pl.col(score).cast(pl.Float64).is_finite())
     if bad.height:
         raise ValueError(f"{source}: column '{score}': {bad.height} NaN or infinite value(s) "
@@ -238,20 +245,22 @@ def _logged_rows(impressions: pl.DataFrame, candidates: pl.DataFrame, requests: 
     _check_scored(candidates, "candidates", "logging_score")
     unlogged = requests.join(impressions.select("request_id").unique(), on="request_id", how="anti")
     if unlogged.height:
+        first = unlogged["request_id"].head(3).to_list()
         raise ValueError(f"policy_scores: column 'request_id': {unlogged.height} request(s) not in "
-                         f"the log's impressions (first: {unlogged['request_id'].head(3).to_list()})")
+                         f"the log's impressions (first: {first})")
     rows = impressions.join(requests, on="request_id", how="semi").sort("request_id", "position")
     slots = rows.group_by("request_id").agg(
         ok=(pl.len() == slate_size) & (pl.col("position").sort() == pl.int_range(1, pl.len() + 1))
         .all())
     bad = slots.filter(~pl.col("ok"))
     if bad.height:
+        first = bad["request_id"].head(3).to_list()
         raise ValueError(f"impressions: column 'position': {bad.height} request(s) without exactly "
-                         f"the slots 1..{slate_size} (first: {bad['request_id'].head(3).to_list()})")
+                         f"the slots 1..{slate_size} (first: {first})")
     missing = rows.join(candidates, on=KEY, how="anti")
     if missing.height:
-        raise ValueError(f"impressions: column 'post_id': {missing.height} logged post(s) not among "
-                         f"the request's candidates (first (request_id, post_id): "
+        raise ValueError(f"impressions: column 'post_id': {missing.height} logged post(s) not "
+                         f"among the request's candidates (first (request_id, post_id): "
                          f"{_first(missing.select(KEY))})")
     return rows
 
@@ -274,13 +283,12 @@ class Padded:
 def _pad(policy_scores: pl.DataFrame, candidates: pl.DataFrame | None = None,
          rows: pl.DataFrame | None = None) -> Padded:
     """[R, C] matrices over the union of the policy's candidates and (if given) the log's."""
-    union = policy_scores.select(pl.col("request_id").cast(pl.Int64), pl.col("post_id").cast(pl.Int64),
-                                 pl.col("score").cast(pl.Float64))
+    union = policy_scores.select(pl.col(KEY).cast(pl.Int64), pl.col("score").cast(pl.Float64))
     if candidates is not None:
-        logged = candidates.join(union.select("request_id").unique(), on="request_id", how="semi")
-        union = logged.select(pl.col("request_id").cast(pl.Int64), pl.col("post_id").cast(pl.Int64),
-                              pl.col("logging_score").cast(pl.Float64)).join(
-            union, on=KEY, how="full", coalesce=True)
+        logged = candidates.select(pl.col(KEY).cast(pl.Int64),
+                                   pl.col("logging_score").cast(pl.Float64))
+        logged = logged.join(union.select("request_id").unique(), on="request_id", how="semi")
+        union = logged.join(union, on=KEY, how="full", coalesce=True)
     union = union.sort(KEY).with_columns(row=pl.col("request_id").rank("dense").cast(pl.Int64) - 1,
                                          col=pl.int_range(pl.len()).over("request_id"))
     n_req, n_cand = int(union["row"].max()) + 1, int(union["col"].max()) + 1
@@ -338,9 +346,11 @@ def slate_decisions(impressions: pl.DataFrame, candidates: pl.DataFrame,
     """
     _check_policy(policy_scores, temperature, slate_size, epsilon)
     requests = policy_scores.select(pl.col("request_id").cast(pl.Int64)).unique()
-    rows = _logged_rows(impressions.with_columns(pl.col("request_id").cast(pl.Int64)),
-                        candidates, requests, slate_size)
-    padded = _pad(policy_scores, candidates.with_columns(pl.col("request_id").cast(pl.Int64)), rows)
+    if isinstance(reward_expr, str):
+        _check_columns(impressions, "impressions", (reward_expr,))
+    impressions, candidates = _int_keys(impressions), _int_keys(candidates)
+    rows = _logged_rows(impressions, candidates, requests, slate_size)
+    padded = _pad(policy_scores, candidates, rows)
     logging_rng, target_rng = np.random.default_rng(seed).spawn(2)
     logging_marginal = logging_marginals(logging_policy, padded.logging_score, padded.shown,
                                          n_samples, logging_rng, exact_rows)
@@ -401,8 +411,7 @@ def support(slot_probs: pl.DataFrame, candidates: pl.DataFrame) -> dict:
     """
     _check_columns(slot_probs, "slot_probs", ("request_id", "post_id", "position", "prob"))
     _check_columns(candidates, "candidates", ("request_id", "post_id"))
-    logged = candidates.select(pl.col("request_id").cast(pl.Int64), pl.col("post_id").cast(pl.Int64),
-                               logged=pl.lit(True))
+    logged = candidates.select(pl.col(KEY).cast(pl.Int64), logged=pl.lit(True))
     per_slot = slot_probs.with_columns(pl.col(KEY).cast(pl.Int64)).join(
         logged, on=KEY, how="left").group_by("request_id", "position").agg(
         share=(pl.col("prob") * pl.col("logged").fill_null(False)).sum() / pl.col("prob").sum())
