@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsim.ope import ab
+from recsim.ope import ab, slate_offline
 from recsim.world import rewards, slates
 from recsim.ope.estimators import Bootstrap, SLATE_ESTIMATORS
 from recsim.world.timeline import hours_since_start
@@ -146,11 +146,11 @@ def run_seed(seed: int, corpus: pl.DataFrame, metric: str = "click", n_boot: int
     target_policy = slates.plackett_luce(temperature)
     scores = policy_scores(world, a, rng, noise)
     shown = a.shown[ev]
-    logging_marginal = slates.logged_marginals(behaviour, a.logging_score[ev], shown,
-                                               n_samples // 4, rng)
-    pick = lambda m: np.take_along_axis(m, shown[:, :, None], axis=2)[:, :, 0]  # noqa: E731
-    marginals = {role: slates.slot_marginals(target_policy, s[ev], n_slots, n_samples, rng)
-                 for role, s in scores.items()}
+    logging_marginal = slate_offline.logging_marginals(behaviour, a.logging_score[ev], shown,
+                                                      n_samples // 4, rng)
+    targets = {role: slate_offline.target_slate(target_policy, s[ev], shown, n_samples, rng)
+               for role, s in scores.items()}
+    marginals = {role: target.marginals for role, target in targets.items()}
 
     # 3. Reward model on the first half.
     q, observed = fit_reward_model(world, a, train, metric)
@@ -169,10 +169,10 @@ def run_seed(seed: int, corpus: pl.DataFrame, metric: str = "click", n_boot: int
     })
     top_logging = behaviour(logged)(np.ones(logged.shape, bool))
     frames = {}
-    for role, s in scores.items():
+    for role in scores:
         slate = base.with_columns(
-            target_prob=slates.logged_conditionals(target_policy, s[ev], shown).ravel(),
-            target_marginal=pick(marginals[role]).ravel())
+            target_prob=targets[role].target_prob.ravel(),
+            target_marginal=targets[role].target_marginal.ravel())
         top1 = marginals[role][:, 0]  # [R_ev, C] exact
         frames[role] = (slate, slate.filter(pl.col("position") == 1).with_columns(
             reward_hat=np.take_along_axis(q_top, shown[:, :1], axis=1)[:, 0],

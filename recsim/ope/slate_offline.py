@@ -1,0 +1,439 @@
+"""Whole-slate offline estimates from the log: the input of the slate estimators (iips, rips in
+recsim/ope/estimators.py) for any target policy given as scores, and how much of that policy
+the log supports.
+
+A target policy is `policy_scores` (request_id, post_id, score: every candidate it considered
+for the request, logged or not, e.g. retrieved by FAISS), a `temperature` and a slate size S:
+
+    temperature 0    the slate is the top S by score, ties to the lower post_id
+    temperature > 0  Plackett-Luce over softmax(score / temperature) (recsim.world.slates), with
+                     an optional epsilon-uniform exploration over its own candidates
+
+Step by step (`slate_decisions`; all steps vectorised over requests, in chunks of `chunk`):
+
+    1. _check_*            every input, with a ValueError that names the frame and the column
+    2. _pad                per request the union of its logged candidates and the policy's, in
+                           post_id order, as [R, C] score matrices: the logging scores (-inf off
+                           the log's candidates) and the policy's (-inf off its own), and the
+                           logged slate as candidate columns [R, S]
+    3. logging_marginals   the logging policy's marginal of each logged post at its slot [R, S]
+    4. target_slate        the target's marginals [R, S, C]; of the logged post at its slot
+                           [R, S]; its conditional given the logged slots above [R, S]
+    5. slate_decisions     one row per logged shown slot, ready for estimators.evaluate
+    6. slate_marginals     the target's (request_id, post_id, position, prob), for the truth
+                           (recsim.ope.ab.true_value) and for `support`
+    7. support, decisions_support, support_status
+                           the share of the target's slate on posts the logging policy could
+                           have shown; below 1 the estimates are biased and say so
+
+Unavailable candidates: recsim.world.slates starts every slate with all C columns available, so
+padding with -inf scores alone would still get epsilon-uniform mass. `on_finite` wraps a policy
+so that a column whose score is not finite is never available (probability 0 at every slot).
+
+Exact or Monte Carlo. Marginals are enumerated exactly, slot after slot, over every prefix of
+positive probability (zero-probability prefixes are dropped, so a deterministic policy keeps a
+single prefix per request and is exact at every slot), while a slot needs at most `exact_rows`
+prefixes per request on average (default n_samples: the Monte Carlo's own cost). Slot 1 is
+always exact; the slots after the budget runs out are Monte Carlo with n_samples prefixes per
+request: the logging marginal of the logged post by slates.logged_marginals (importance
+sampling, unbiased and never 0), the target's marginals by slates.slot_marginals
+(Rao-Blackwellised, unbiased). With C = 20 and n_samples = 64: slots 1-2 exact, deeper MC for
+a stochastic policy; every slot exact for temperature 0 without epsilon. Conditionals
+(propensity, target_prob) are always exact.
+
+Shape legend: R requests, S slots, C candidates per request (the padded union of the logged
+candidates and the policy's), N enumerated prefixes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from recsim.world import slates
+from recsim.world.slates import SlatePolicy
+
+log = logging.getLogger(__name__)
+
+KEY = ["request_id", "post_id"]
+
+
+# --- the policies on their own candidates -----------------------------------------------------
+
+
+def on_finite(policy: SlatePolicy) -> SlatePolicy:
+    """`policy` restricted to the columns with a finite score: the others are never available,
+    so they get probability 0 at every slot (epsilon-uniform mass included)."""
+    def bind(scores: np.ndarray) -> slates.SlotProbabilities:
+        valid = np.isfinite(scores)
+        inner = policy(np.where(valid, scores, 0.0))
+        return lambda available: inner(available & valid)
+    return bind
+
+
+def _enumerated_marginals(policy: SlatePolicy, scores: np.ndarray, n_slots: int,
+                          max_rows: int) -> tuple[np.ndarray, int]:
+    """[R, S, C] exact marginals of the first k slots (k returned, >= 1; later slots 0).
+
+    Rows are prefixes of positive probability, sorted by request: each slot's marginal is the
+    prefix-weighted sum of the policy's probabilities; the next slot's prefixes are the rows'
+    children with positive probability, while there are at most `max_rows` [N] of them.
+    """
+    n_req, n_cand = scores.shape
+    req, weight = np.arange(n_req), np.ones(n_req)
+    available = np.ones((n_req, n_cand), dtype=bool)
+    out = np.zeros((n_req, n_slots, n_cand))
+    for slot in range(n_slots):
+        probs = policy(scores[req])(available)  # [N, C]
+        starts = np.flatnonzero(np.r_[True, req[1:] != req[:-1]])
+        out[:, slot] = np.add.reduceat(weight[:, None] * probs, starts, axis=0)
+        if slot == n_slots - 1:
+            break
+        parent, col = np.nonzero(probs > 0)  # row-major: children stay sorted by request
+        if len(parent) > max_rows:
+            return out, slot + 1
+        weight = weight[parent] * probs[parent, col]
+        available = available[parent]
+        available[np.arange(len(parent)), col] = False
+        req = req[parent]
+    return out, n_slots
+
+
+def _budget(n_req: int, n_samples: int, exact_rows: int | None) -> int:
+    return n_req * (n_samples if exact_rows is None else exact_rows)
+
+
+def _log_exactness(what: str, n_exact: int, n_slots: int, n_samples: int) -> None:
+    if n_exact >= n_slots:
+        log.info("%s: exact at every slot (enumerated prefixes)", what)
+    else:
+        log.info("%s: exact at slots 1-%d, Monte Carlo (%d samples per request) at slots %d-%d",
+                 what, n_exact, n_samples, n_exact + 1, n_slots)
+
+
+def logging_marginals(policy: SlatePolicy, scores: np.ndarray, shown: np.ndarray,
+                      n_samples: int, rng: np.random.Generator, exact_rows: int | None = None,
+                      chunk: int = 1024) -> np.ndarray:
+    """[R, S] the logging policy's marginal of the logged post of each slot at that slot.
+
+    scores [R, C] (-inf: not a candidate), shown [R, S] columns. Exact while the enumeration
+    fits (module docstring), then slates.logged_marginals (importance sampling, never 0).
+    """
+    policy = on_finite(policy)
+    n_slots = shown.shape[1]
+    out, n_exact = np.empty(shown.shape), n_slots
+    for start in range(0, len(scores), chunk):
+        sc, sh = scores[start:start + chunk], shown[start:start + chunk]
+        budget = _budget(len(sc), n_samples, exact_rows)
+        marg, k = _enumerated_marginals(policy, sc, n_slots, budget)
+        part = np.take_along_axis(marg, sh[:, :, None], axis=2)[:, :, 0]
+        if k < n_slots:
+            part[:, k:] = slates.logged_marginals(policy, sc, sh, n_samples, rng)[:, k:]
+        out[start:start + chunk], n_exact = part, min(n_exact, k)
+    _log_exactness("logging marginals", n_exact, n_slots, n_samples)
+    return out
+
+
+def policy_marginals(policy: SlatePolicy, scores: np.ndarray, n_slots: int, n_samples: int,
+                     rng: np.random.Generator, exact_rows: int | None = None,
+                     chunk: int = 1024) -> tuple[np.ndarray, int]:
+    """[R, S, C] each candidate's probability at each slot, and the number of exact slots.
+
+    scores [R, C] (-inf: not a candidate). Exact while the enumeration fits (module
+    docstring), then slates.slot_marginals (Rao-Blackwellised Monte Carlo).
+    """
+    policy = on_finite(policy)
+    out, n_exact = np.empty((len(scores), n_slots, scores.shape[1])), n_slots
+    for start in range(0, len(scores), chunk):
+        sc = scores[start:start + chunk]
+        budget = _budget(len(sc), n_samples, exact_rows)
+        marg, k = _enumerated_marginals(policy, sc, n_slots, budget)
+        if k < n_slots:
+            marg[:, k:] = slates.slot_marginals(policy, sc, n_slots, n_samples, rng)[:, k:]
+        out[start:start + chunk], n_exact = marg, min(n_exact, k)
+    return out, n_exact
+
+
+def target_conditionals(policy: SlatePolicy, scores: np.ndarray, shown: np.ndarray) -> np.ndarray:
+    """[R, S] the policy's probability of each logged post at its slot given the logged slots
+    above (exact); 0 where the post is not among its candidates (score -inf) and at every slot
+    after a logged prefix it cannot produce (its conditional is then undefined; rips weighs
+    those slots 0 either way)."""
+    cond = slates.logged_conditionals(on_finite(policy), scores, shown)
+    return np.where(np.cumprod(cond > 0, axis=1, dtype=bool), cond, 0.0)
+
+
+@dataclass
+class TargetSlate:
+    """The target policy on the logged slates. R requests, S slots, C candidates."""
+
+    marginals: np.ndarray  # [R, S, C] each candidate at each slot
+    target_marginal: np.ndarray  # [R, S] the logged post at its slot
+    target_prob: np.ndarray  # [R, S] the logged post given the logged slots above
+    n_exact: int  # slots 1..n_exact of `marginals` are exact, the rest Monte Carlo
+
+
+def target_slate(policy: SlatePolicy, scores: np.ndarray, shown: np.ndarray, n_samples: int,
+                 rng: np.random.Generator, exact_rows: int | None = None) -> TargetSlate:
+    """The target policy (scores [R, C], -inf off its candidates) on the logged slates shown
+    [R, S]: its marginals, those of the logged posts, and its conditionals."""
+    marg, n_exact = policy_marginals(policy, scores, shown.shape[1], n_samples, rng, exact_rows)
+    _log_exactness("target marginals", n_exact, shown.shape[1], n_samples)
+    picked = np.take_along_axis(marg, shown[:, :, None], axis=2)[:, :, 0]
+    return TargetSlate(marg, picked, target_conditionals(policy, scores, shown), n_exact)
+
+
+# --- frames in, checked -----------------------------------------------------------------------
+
+
+def _first(frame: pl.DataFrame, n: int = 3) -> list:
+    return frame.head(n).rows()
+
+
+def _int_keys(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(pl.col(c).cast(pl.Int64) for c in KEY if c in frame.columns)
+
+
+def _check_columns(frame: pl.DataFrame, source: str, needs: tuple[str, ...]) -> None:
+    missing = [c for c in needs if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{source}: missing column(s) {missing}")
+    nulls = [c for c in needs if frame[c].null_count()]
+    if nulls:
+        raise ValueError(f"{source}: column(s) {nulls} hold null values")
+
+
+def _check_scored(frame: pl.DataFrame, source: str, score: str) -> None:
+    """(request_id, post_id, score): present, no duplicate pair, every score finite."""
+    _check_columns(frame, source, ("request_id", "post_id", score))
+    dup = frame.filter(pl.struct(KEY).is_duplicated())
+    if dup.height:
+        first = _first(dup.select(KEY).unique(maintain_order=True))
+        raise ValueError(f"{source}: columns ['request_id', 'post_id']: {dup.height} rows repeat a "
+                         f"(request, post) pair (first: {first})")
+    bad = frame.filter(~pl.col(score).cast(pl.Float64).is_finite())
+    if bad.height:
+        raise ValueError(f"{source}: column '{score}': {bad.height} NaN or infinite value(s) "
+                         f"(first (request_id, post_id): {_first(bad.select(KEY))})")
+
+
+def _check_policy(policy_scores: pl.DataFrame, temperature: float, slate_size: int,
+                  epsilon: float) -> None:
+    _check_scored(policy_scores, "policy_scores", "score")
+    if temperature < 0 or not np.isfinite(temperature):
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+    if not 0 <= epsilon <= 1:
+        raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+    if slate_size < 1:
+        raise ValueError(f"slate_size must be >= 1, got {slate_size}")
+    short = policy_scores.group_by("request_id").len().filter(pl.col("len") < slate_size)
+    if short.height:
+        raise ValueError(f"policy_scores: column 'post_id': {short.height} request(s) with fewer "
+                         f"than slate_size={slate_size} candidates (first (request_id, n): "
+                         f"{_first(short.sort('request_id'))})")
+
+
+def _logged_rows(impressions: pl.DataFrame, candidates: pl.DataFrame, requests: pl.DataFrame,
+                 slate_size: int) -> pl.DataFrame:
+    """The impressions of `requests` (request_id), sorted, after checking that every request is
+    in the log with slots 1..S and with candidates."""
+    _check_columns(impressions, "impressions",
+                   ("request_id", "member_id", "post_id", "position", "propensity"))
+    _check_scored(candidates, "candidates", "logging_score")
+    unlogged = requests.join(impressions.select("request_id").unique(), on="request_id", how="anti")
+    if unlogged.height:
+        first = unlogged["request_id"].head(3).to_list()
+        raise ValueError(f"policy_scores: column 'request_id': {unlogged.height} request(s) not in "
+                         f"the log's impressions (first: {first})")
+    rows = impressions.join(requests, on="request_id", how="semi").sort("request_id", "position")
+    slots = rows.group_by("request_id").agg(
+        ok=(pl.len() == slate_size) & (pl.col("position").sort() == pl.int_range(1, pl.len() + 1))
+        .all())
+    bad = slots.filter(~pl.col("ok"))
+    if bad.height:
+        first = bad["request_id"].head(3).to_list()
+        raise ValueError(f"impressions: column 'position': {bad.height} request(s) without exactly "
+                         f"the slots 1..{slate_size} (first: {first})")
+    missing = rows.join(candidates, on=KEY, how="anti")
+    if missing.height:
+        raise ValueError(f"impressions: column 'post_id': {missing.height} logged post(s) not "
+                         f"among the request's candidates (first (request_id, post_id): "
+                         f"{_first(missing.select(KEY))})")
+    return rows
+
+
+# --- frames to padded matrices ----------------------------------------------------------------
+
+
+@dataclass
+class Padded:
+    """Per request the union of its logged and policy candidates, in post_id order.
+    R requests, C the largest union, S slots."""
+
+    request_id: np.ndarray  # [R] sorted
+    post_id: np.ndarray  # [R, C] -1 for padding
+    logging_score: np.ndarray  # [R, C] -inf off the log's candidates
+    score: np.ndarray  # [R, C] the policy's; -inf off its candidates
+    shown: np.ndarray | None  # [R, S] column of the logged post at each slot (None: no log)
+
+
+def _pad(policy_scores: pl.DataFrame, candidates: pl.DataFrame | None = None,
+         rows: pl.DataFrame | None = None) -> Padded:
+    """[R, C] matrices over the union of the policy's candidates and (if given) the log's."""
+    union = policy_scores.select(pl.col(KEY).cast(pl.Int64), pl.col("score").cast(pl.Float64))
+    if candidates is not None:
+        logged = candidates.select(pl.col(KEY).cast(pl.Int64),
+                                   pl.col("logging_score").cast(pl.Float64))
+        logged = logged.join(union.select("request_id").unique(), on="request_id", how="semi")
+        union = logged.join(union, on=KEY, how="full", coalesce=True)
+    union = union.sort(KEY).with_columns(row=pl.col("request_id").rank("dense").cast(pl.Int64) - 1,
+                                         col=pl.int_range(pl.len()).over("request_id"))
+    n_req, n_cand = int(union["row"].max()) + 1, int(union["col"].max()) + 1
+    r, c = union["row"].to_numpy(), union["col"].to_numpy()
+
+    def matrix(column: str, fill) -> np.ndarray:
+        out = np.full((n_req, n_cand), fill)
+        if column in union.columns:
+            out[r, c] = union[column].fill_null(fill).to_numpy()
+        return out
+
+    shown = None
+    if rows is not None:
+        at = rows.join(union.select(*KEY, "col"), on=KEY, how="left", maintain_order="left")
+        shown = at["col"].to_numpy().reshape(n_req, -1)
+    request_id = union.select(pl.col("request_id").unique(maintain_order=True)).to_series()
+    return Padded(request_id.to_numpy(), matrix("post_id", -1), matrix("logging_score", -np.inf),
+                  matrix("score", -np.inf), shown)
+
+
+# --- 5. the decisions, 6. the target's slates -------------------------------------------------
+
+
+def target_policy(temperature: float, epsilon: float = 0.0) -> SlatePolicy:
+    """The target's slate policy: Plackett-Luce at `temperature` (0: top S by score, ties to the
+    lower column, i.e. the lower post_id after `_pad`); the array functions above restrict it to
+    its own candidates (finite scores)."""
+    return slates.plackett_luce(temperature, epsilon)
+
+
+def slate_decisions(impressions: pl.DataFrame, candidates: pl.DataFrame,
+                    logging_policy: SlatePolicy, policy_scores: pl.DataFrame, temperature: float,
+                    slate_size: int, reward_expr: str | pl.Expr = "click", n_samples: int = 64,
+                    seed: int = 0, epsilon: float = 0.0, exact_rows: int | None = None
+                    ) -> pl.DataFrame:
+    """One row per logged shown slot of the requests in `policy_scores`, for
+    estimators.evaluate(["iips", "rips"], frame, Bootstrap(...)).
+
+    Args:
+        impressions: the log (request_id, member_id, post_id, position 1..S, propensity (the
+            logged conditional), outcome columns).
+        candidates: (request_id, post_id, logging_score) the logging policy's candidates.
+        logging_policy: the policy that logged them (world.logging_policy(world_cfg)).
+        policy_scores: (request_id, post_id, score) every candidate the target considered.
+        temperature, epsilon: the target's Plackett-Luce (0: top S by score, ties to the lower
+            post_id); epsilon-uniform exploration over its candidates (default none).
+        reward_expr: a column of `impressions` or an expression (recsim.world.rewards.observed).
+        n_samples, seed, exact_rows: Monte Carlo prefixes per request and their seed; the
+            enumeration budget (module docstring).
+    Returns:
+        request_id, member_id, post_id, position, propensity, reward, logging_marginal,
+        target_marginal, target_prob, unsupported_slot_mass (the target's mass at this slot on
+        posts outside the request's logged candidates), unsupported_mass (its mean over the
+        request's slots: the decision is the slate), sorted by request and position.
+    """
+    _check_policy(policy_scores, temperature, slate_size, epsilon)
+    requests = policy_scores.select(pl.col("request_id").cast(pl.Int64)).unique()
+    if isinstance(reward_expr, str):
+        _check_columns(impressions, "impressions", (reward_expr,))
+    impressions, candidates = _int_keys(impressions), _int_keys(candidates)
+    rows = _logged_rows(impressions, candidates, requests, slate_size)
+    padded = _pad(policy_scores, candidates, rows)
+    logging_rng, target_rng = np.random.default_rng(seed).spawn(2)
+    logging_marginal = logging_marginals(logging_policy, padded.logging_score, padded.shown,
+                                         n_samples, logging_rng, exact_rows)
+    target = target_slate(target_policy(temperature, epsilon), padded.score, padded.shown,
+                          n_samples, target_rng, exact_rows)
+    unlogged = ~np.isfinite(padded.logging_score)  # [R, C]
+    unsupported = (target.marginals * unlogged[:, None, :]).sum(axis=2)  # [R, S]
+    reward = pl.col(reward_expr) if isinstance(reward_expr, str) else reward_expr
+    return rows.select(
+        "request_id", "member_id", "post_id", "position", "propensity",
+        reward=reward.cast(pl.Float64),
+    ).with_columns(
+        logging_marginal=pl.Series(logging_marginal.ravel()),
+        target_marginal=pl.Series(target.target_marginal.ravel()),
+        target_prob=pl.Series(target.target_prob.ravel()),
+        unsupported_slot_mass=pl.Series(unsupported.ravel()),
+        unsupported_mass=pl.Series(np.repeat(unsupported.mean(axis=1), slate_size)),
+    )
+
+
+def slate_marginals(policy_scores: pl.DataFrame, temperature: float, slate_size: int,
+                    n_samples: int = 64, seed: int = 0, epsilon: float = 0.0,
+                    exact_rows: int | None = None) -> pl.DataFrame:
+    """The target's (request_id, post_id, position, prob): each candidate's probability at each
+    slot, marginal over the slots above (rows with prob > 0). The action_probs of
+    recsim.ope.ab.true_value (the truth of the whole slate) and the input of `support`."""
+    _check_policy(policy_scores, temperature, slate_size, epsilon)
+    padded = _pad(policy_scores)
+    marg, n_exact = policy_marginals(target_policy(temperature, epsilon), padded.score, slate_size,
+                                     n_samples, np.random.default_rng(seed), exact_rows)
+    _log_exactness("slate marginals", n_exact, slate_size, n_samples)
+    r, s, c = np.nonzero(marg > 0)
+    return pl.DataFrame({
+        "request_id": padded.request_id[r], "post_id": padded.post_id[r, c],
+        "position": (s + 1).astype(np.int32), "prob": marg[r, s, c],
+    })
+
+
+# --- 7. support -------------------------------------------------------------------------------
+
+
+def _support_dict(per_slot: pl.DataFrame) -> dict:
+    """per_slot: (request_id, position, supported share) -> {support, per_slot, n_requests}."""
+    by_slot = per_slot.group_by("position").agg(pl.col("share").mean()).sort("position")
+    return {"support": float(per_slot["share"].mean()),
+            "per_slot": dict(zip(by_slot["position"].to_list(), by_slot["share"].to_list())),
+            "n_requests": per_slot["request_id"].n_unique()}
+
+
+def support(slot_probs: pl.DataFrame, candidates: pl.DataFrame) -> dict:
+    """The share of the policy's slate on posts the logging policy could have shown there.
+
+    slot_probs: (request_id, post_id, position, prob) from `slate_marginals`. The logging policy
+    explores over all its candidates at every slot, so "could have shown" is "is in the
+    request's logged candidate set". Returns {"support": mean over requests and slots of the
+    supported mass at the slot, "per_slot": {position: mean over requests}, "n_requests"}:
+    1 for a policy over the logged candidates, below 1 when retrieval brings unlogged posts.
+    """
+    _check_columns(slot_probs, "slot_probs", ("request_id", "post_id", "position", "prob"))
+    _check_columns(candidates, "candidates", ("request_id", "post_id"))
+    logged = candidates.select(pl.col(KEY).cast(pl.Int64), logged=pl.lit(True))
+    per_slot = slot_probs.with_columns(pl.col(KEY).cast(pl.Int64)).join(
+        logged, on=KEY, how="left").group_by("request_id", "position").agg(
+        share=(pl.col("prob") * pl.col("logged").fill_null(False)).sum() / pl.col("prob").sum())
+    return _support_dict(per_slot)
+
+
+def decisions_support(decisions: pl.DataFrame) -> dict:
+    """`support` of the target from the frame of `slate_decisions` (its unsupported_slot_mass)."""
+    _check_columns(decisions, "decisions", ("request_id", "position", "unsupported_slot_mass"))
+    return _support_dict(decisions.select("request_id", "position",
+                                          share=1.0 - pl.col("unsupported_slot_mass")))
+
+
+def support_status(share: float | dict, tolerance: float = 1e-6) -> str:
+    """The status of a slate estimate, for the report: "full support", or "partial support
+    (0.63): biased" (the unlogged posts' reward is missing from the estimate), or "no support:
+    no estimate". `share`: a `support` dict or its "support" value."""
+    share = share["support"] if isinstance(share, dict) else float(share)
+    if not np.isfinite(share):
+        raise ValueError(f"support_status: support must be a number in [0, 1], got {share}")
+    if share >= 1 - tolerance:
+        return "full support"
+    if share <= tolerance:
+        return "no support: no estimate"
+    return f"partial support ({share:.2f}): biased"
