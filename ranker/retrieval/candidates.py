@@ -16,13 +16,16 @@ Shape legend: R requests, D dim, K candidates per request.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 from ranker.retrieval.history import MemberHistory
-from ranker.retrieval.index import PostIndex
+from ranker.retrieval.index import PostIndex, RetrievalConfig
+from recsim.world.timeline import hours_since_start
 
 log = logging.getLogger(__name__)
 
@@ -98,3 +101,38 @@ def _drop_seen(found: pl.DataFrame, requests: pl.DataFrame, seen: pl.DataFrame) 
                     .filter(pl.col("seen_t") < pl.col("t_hours"))
                     .select("request_id", "post_id").unique())
     return found.join(shown_before, on=["request_id", "post_id"], how="anti")
+
+
+@dataclass
+class RetrievalSource:
+    """Everything the `retrieval` candidate source needs for one post encoder."""
+
+    index: PostIndex  # over every post, `created` in hours since the world's start
+    history: MemberHistory  # the members' engagements, over the same post vectors
+    window_days: float  # the world's post window: how long a post stays live
+    seen: pl.DataFrame  # (member_id, post_id, t_hours) every impression, for exclude_seen
+    profile_vectors: Callable[[np.ndarray], np.ndarray] | None = None
+    bucket_hours: float = 1.0
+
+    @classmethod
+    def build(cls, posts: pl.DataFrame, post_vectors: np.ndarray, history: MemberHistory,
+              cfg: RetrievalConfig, impressions: pl.DataFrame, window_days: float,
+              profile_vectors: Callable[[np.ndarray], np.ndarray] | None = None) -> "RetrievalSource":
+        created = posts.select(hours_since_start(pl.col("created_at"))).to_series().to_numpy()
+        index = PostIndex(posts["post_id"].to_numpy(), post_vectors, cfg, created=created)
+        seen = impressions.select("member_id", "post_id",
+                                  t_hours=hours_since_start(pl.col("timestamp")))
+        return cls(index, history, window_days, seen, profile_vectors)
+
+    def candidates(self, requests: pl.DataFrame, k: int, exclude_seen: bool = False
+                   ) -> tuple[pl.DataFrame, float]:
+        """(request_id, post_id, retrieval_score, retrieval_rank) for `requests` (request_id,
+        member_id, timestamp), and the seconds it took."""
+        start = time.perf_counter()
+        requests = requests.select("request_id", "member_id",
+                                   t_hours=hours_since_start(pl.col("timestamp")))
+        queries, _ = member_queries(self.history, requests["member_id"].to_numpy(),
+                                    requests["t_hours"].to_numpy(), self.profile_vectors)
+        found = retrieve_candidates(self.index, queries, requests, k, self.window_days,
+                                    self.bucket_hours, self.seen if exclude_seen else None)
+        return found, time.perf_counter() - start

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from recsim.ope import slate_offline
 from recsim.world import slates as pl_slates
 
 log = logging.getLogger(__name__)
@@ -71,51 +72,25 @@ def top_slates(scored: pl.DataFrame, slate_size: int) -> pl.DataFrame:
             .select("request_id", "post_id", "position", prob=pl.lit(1.0)))
 
 
-def _padded(scored: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """[R] request ids, [R, C] post ids (-1 pads) and [R, C] scores (-inf pads)."""
-    ordered = scored.sort("request_id", "post_id").with_columns(
-        col=pl.int_range(pl.len()).over("request_id"))
-    req, inverse = np.unique(ordered["request_id"].to_numpy(), return_inverse=True)
-    width = int(ordered["col"].max()) + 1
-    posts = np.full((len(req), width), -1, dtype=np.int64)
-    scores = np.full((len(req), width), -np.inf)
-    cols = ordered["col"].to_numpy()
-    posts[inverse, cols] = ordered["post_id"].to_numpy()
-    scores[inverse, cols] = ordered["score"].to_numpy()
-    return req, posts, scores
-
-
-def _frame(req: np.ndarray, posts: np.ndarray, probs: np.ndarray) -> pl.DataFrame:
-    """[R, S, C] slot probabilities -> long (request_id, post_id, position, prob > 0)."""
-    r, s, c = probs.shape
-    return pl.DataFrame({
-        "request_id": np.repeat(req, s * c),
-        "post_id": np.tile(posts, (1, s)).ravel(),
-        "position": np.tile(np.repeat(np.arange(1, s + 1, dtype=np.int32), c), r),
-        "prob": probs.ravel(),
-    }).filter((pl.col("prob") > 0) & (pl.col("post_id") >= 0))
-
-
 def plackett_luce_slates(scored: pl.DataFrame, slate_size: int, temperature: float,
-                         n_samples: int, rng: np.random.Generator, chunk: int = 256
-                         ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(slates with Monte Carlo marginals, one served slate per request) for Plackett-Luce at
-    `temperature` over each request's scored candidates; `chunk` requests at a time."""
-    req, posts, scores = _padded(scored)
-    policy = pl_slates.plackett_luce(temperature)
-    marginals, served = [], []
-    for start in range(0, len(req), chunk):
-        sl = slice(start, start + chunk)
-        n_slots = min(slate_size, posts.shape[1])
-        probs = pl_slates.slot_marginals(policy, scores[sl], n_slots, n_samples, rng)
-        marginals.append(_frame(req[sl], posts[sl], probs))
-        chosen, _ = pl_slates.sample_slates(policy, scores[sl], n_slots, rng)
-        picked = np.take_along_axis(posts[sl], chosen, axis=1)
-        served.append(pl.DataFrame({
-            "request_id": np.repeat(req[sl], n_slots), "post_id": picked.ravel(),
-            "position": np.tile(np.arange(1, n_slots + 1, dtype=np.int32), len(picked)),
-        }).filter(pl.col("post_id") >= 0))
-    return pl.concat(marginals), pl.concat(served)
+                         n_samples: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(slates: each candidate's marginal at each slot, exact where affordable and Monte Carlo
+    beyond (recsim.ope.slate_offline.slate_marginals); served: one sampled slate per request)
+    for Plackett-Luce at `temperature` over each request's scored candidates."""
+    policy_scores = scored.select("request_id", "post_id", "score")
+    marginals = slate_offline.slate_marginals(policy_scores, temperature, slate_size, n_samples,
+                                              seed)
+    padded = slate_offline.pad(policy_scores)
+    n_slots = min(slate_size, padded.post_id.shape[1])
+    policy = slate_offline.on_finite(pl_slates.plackett_luce(temperature))
+    rng = np.random.default_rng([seed, 1])
+    chosen, _ = pl_slates.sample_slates(policy, padded.score, n_slots, rng)
+    picked = np.take_along_axis(padded.post_id, chosen, axis=1)
+    served = pl.DataFrame({
+        "request_id": np.repeat(padded.request_id, n_slots), "post_id": picked.ravel(),
+        "position": np.tile(np.arange(1, n_slots + 1, dtype=np.int32), len(picked)),
+    }).filter(pl.col("post_id") >= 0)
+    return marginals, served
 
 
 def serve(candidates: pl.DataFrame, requests: pl.DataFrame, scorer: Callable, slate_size: int,
@@ -129,8 +104,7 @@ def serve(candidates: pl.DataFrame, requests: pl.DataFrame, scorer: Callable, sl
         slates = top_slates(scored, slate_size)
         served = slates.select("request_id", "post_id", "position")
     else:
-        slates, served = plackett_luce_slates(scored, slate_size, temperature, n_samples,
-                                              np.random.default_rng(seed))
+        slates, served = plackett_luce_slates(scored, slate_size, temperature, n_samples, seed)
     return FunnelOutput(scored, slates, served,
                         {"scoring": scoring_s, "slate": time.perf_counter() - start})
 

@@ -280,7 +280,7 @@ class Padded:
     shown: np.ndarray | None  # [R, S] column of the logged post at each slot (None: no log)
 
 
-def _pad(policy_scores: pl.DataFrame, candidates: pl.DataFrame | None = None,
+def pad(policy_scores: pl.DataFrame, candidates: pl.DataFrame | None = None,
          rows: pl.DataFrame | None = None) -> Padded:
     """[R, C] matrices over the union of the policy's candidates and (if given) the log's."""
     union = policy_scores.select(pl.col(KEY).cast(pl.Int64), pl.col("score").cast(pl.Float64))
@@ -314,7 +314,7 @@ def _pad(policy_scores: pl.DataFrame, candidates: pl.DataFrame | None = None,
 
 def target_policy(temperature: float, epsilon: float = 0.0) -> SlatePolicy:
     """The target's slate policy: Plackett-Luce at `temperature` (0: top S by score, ties to the
-    lower column, i.e. the lower post_id after `_pad`); the array functions above restrict it to
+    lower column, i.e. the lower post_id after `pad`); the array functions above restrict it to
     its own candidates (finite scores)."""
     return slates.plackett_luce(temperature, epsilon)
 
@@ -350,7 +350,7 @@ def slate_decisions(impressions: pl.DataFrame, candidates: pl.DataFrame,
         _check_columns(impressions, "impressions", (reward_expr,))
     impressions, candidates = _int_keys(impressions), _int_keys(candidates)
     rows = _logged_rows(impressions, candidates, requests, slate_size)
-    padded = _pad(policy_scores, candidates, rows)
+    padded = pad(policy_scores, candidates, rows)
     logging_rng, target_rng = np.random.default_rng(seed).spawn(2)
     logging_marginal = logging_marginals(logging_policy, padded.logging_score, padded.shown,
                                          n_samples, logging_rng, exact_rows)
@@ -378,7 +378,7 @@ def slate_marginals(policy_scores: pl.DataFrame, temperature: float, slate_size:
     slot, marginal over the slots above (rows with prob > 0). The action_probs of
     recsim.ope.ab.true_value (the truth of the whole slate) and the input of `support`."""
     _check_policy(policy_scores, temperature, slate_size, epsilon)
-    padded = _pad(policy_scores)
+    padded = pad(policy_scores)
     marg, n_exact = policy_marginals(target_policy(temperature, epsilon), padded.score, slate_size,
                                      n_samples, np.random.default_rng(seed), exact_rows)
     _log_exactness("slate marginals", n_exact, slate_size, n_samples)
