@@ -1,10 +1,14 @@
-"""The offline A/B of a run, in three steps on the evaluation period's logged requests:
+"""The A/B of a run on the evaluation period's requests, in three steps:
 
-    decide_top_slot   each policy's ranker scores the logged candidates; its action distribution
-                      over the top slot (deterministic or softmax at the policy temperature)
-    estimate_offline  every estimator per policy, paired lifts with the member bootstrap,
-                      per-segment lifts, the logging policy on its own log, importance weights
-    ground_truth      both policies served online to the world's user model (the true lift)
+    serve_policies    each policy's funnel (recsim/ope/funnel.py): its candidates (the logged
+                      ones, or FAISS top-K over the posts live at the request), its ranker's
+                      scores, its slate; the reward model's click probabilities
+    estimate_offline  from the log: the top-slot family (the policy's first slot against the
+                      logged first slot) and the slate estimators (every logged slot), each
+                      with the policy's support; paired lifts with the member bootstrap
+    ground_truth      the simulated online A/B: the expected engagement of each policy's whole
+                      slate under the world's user model (the true lift), and an online test
+                      as it would be run (members split by hash, outcomes sampled)
 """
 
 from __future__ import annotations
@@ -16,91 +20,163 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from recsim.ope import ab, estimators, policies
+from recsim.ope import ab, estimators, funnel, online, policies, slate_offline
 from recsim.ope.ab import Lift, SegmentLift
 from recsim.ope.bootstrap import Estimate
 from recsim.ope.config import SimConfig
 from recsim.world import rewards
 
 if TYPE_CHECKING:
+    from ranker.retrieval.candidates import RetrievalSource
     from ranker.train import Scores
 
 ROLES = ("control", "treatment")
-# A ranker's view of candidate rows: ranker.train.Scores (score [N] to rank by, click_prob [N]).
-Scorer = Callable[[pl.DataFrame], "Scores"]
+Scorer = Callable[[pl.DataFrame], "Scores"]  # rows -> ranker.train.Scores (score, click_prob)
 
 
 @dataclass
-class TopSlotDecisions:
+class Served:
+    """Step 5: both policies served to the evaluation requests."""
+
+    requests: pl.DataFrame  # (request_id, member_id, timestamp)
     decisions: pl.DataFrame  # the logged top-slot rows (request, member, post, propensity, reward)
-    requests: pl.DataFrame  # (request_id, member_id, timestamp) the policies are evaluated on
-    action_probs: dict[str, pl.DataFrame]  # role -> (request_id, post_id, prob)
-    click_prob: dict[str, pl.DataFrame]  # role -> (request_id, post_id, q) over every candidate
+    outputs: dict[str, funnel.FunnelOutput]  # role -> candidates, slates, served slate, seconds
+    reward_q: dict[str, pl.DataFrame]  # role -> (request_id, post_id, q): the reward model's
+    #                                    click probability over the role's and the log's candidates
+    temperature: dict[str, float]  # role -> its slate temperature
 
 
-def decide_top_slot(test_impressions: pl.DataFrame, candidates: pl.DataFrame,
-                    scorers: dict[str, Scorer], sim: SimConfig, seed: int) -> TopSlotDecisions:
-    """Each role's ranker scores the logged candidates of the evaluation requests (at slot 1);
-    its policy ranks by that score; its click head is kept for the DM family."""
+def evaluation_requests(test_impressions: pl.DataFrame, sim: SimConfig, seed: int
+                        ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(logged top-slot decisions, requests) of the evaluation period, sampled down to
+    sim.max_eval_requests when set."""
     decisions = policies.logged_top_slot(test_impressions,
                                          rewards.observed(sim.metric, sim.reward_weights))
     if sim.max_eval_requests and decisions.height > sim.max_eval_requests:
         decisions = decisions.sample(sim.max_eval_requests, seed=seed).sort("request_id")
-    requests = decisions.select("request_id", "member_id", "timestamp")
-    rows = candidates.join(requests, on="request_id").with_columns(position=pl.lit(1, dtype=pl.Int32))
-    action_probs, click_prob = {}, {}
-    for role, scorer in scorers.items():
-        scores = scorer(rows)
-        click_prob[role] = rows.select("request_id", "post_id").with_columns(q=scores.click_prob)
-        action_probs[role] = policies.top_slot_probabilities(rows.with_columns(score=scores.score),
-                                                             sim.policy_temperature)
-        policies.check_support(action_probs[role], candidates, f"{role} policy")
-    return TopSlotDecisions(decisions, requests, action_probs, click_prob)
+    return decisions, decisions.select("request_id", "member_id", "timestamp")
+
+
+def serve_policies(test_impressions: pl.DataFrame, candidates: pl.DataFrame,
+                   scorers: dict[str, Scorer], sources: dict[str, "RetrievalSource | None"],
+                   sim: SimConfig, slate_size: int, seed: int) -> Served:
+    """Each role's funnel over the evaluation requests; `sources[role]` is its retrieval source
+    (None for the `logged` source); the reward model is `scorers[sim.reward_model]`."""
+    decisions, requests = evaluation_requests(test_impressions, sim, seed)
+    roles = {"control": sim.control, "treatment": sim.treatment}
+    outputs, reward_q, temperature = {}, {}, {}
+    for role, policy in roles.items():
+        cands, seconds = _candidates(policy, sources[role], requests, candidates, slate_size)
+        temperature[role] = sim.policy_temperature if policy.temperature is None else policy.temperature
+        outputs[role] = funnel.serve(cands, requests, scorers[role], slate_size,
+                                     temperature[role], seed, sim.slate_samples)
+        outputs[role].seconds = {"candidates": seconds, **outputs[role].seconds}
+        union = pl.concat([cands.select("request_id", "post_id"),
+                           funnel.logged_candidates(candidates, requests).select("request_id", "post_id")]
+                          ).unique(maintain_order=True)
+        q = funnel.score_rows(union, requests, scorers[sim.reward_model])
+        reward_q[role] = q.select("request_id", "post_id", q="click_prob")
+    return Served(requests, decisions, outputs, reward_q, temperature)
+
+
+def _candidates(policy, source, requests: pl.DataFrame, candidates: pl.DataFrame,
+                slate_size: int) -> tuple[pl.DataFrame, float]:
+    """The policy's candidates (request_id, post_id, logged) and the seconds they took."""
+    if policy.source == "logged":
+        return funnel.logged_candidates(candidates, requests), 0.0
+    found, seconds = source.candidates(requests, policy.top_k, policy.exclude_seen)
+    short = found.group_by("request_id").len().filter(pl.col("len") < slate_size)
+    missing = requests.height - found["request_id"].n_unique()
+    if short.height or missing:
+        raise ValueError(f"sim policy {policy.name}: retrieval found fewer than the slate's "
+                         f"{slate_size} live posts for {short.height + missing} request(s)")
+    return funnel.mark_logged(found, candidates), seconds
 
 
 @dataclass
 class OfflineResult:
-    lifts: list[Lift]  # one per estimator, in sim.estimators' order
+    lifts: list[Lift]  # top-slot estimators (sim.estimators), then slate estimators
     segments: list[SegmentLift]
     logging_value: Estimate  # the logging policy on its own log (IPS with target = propensity)
-    weights: dict[str, np.ndarray]  # role -> importance weights target_prob / propensity
+    weights: dict[str, np.ndarray]  # role -> top-slot importance weights
+    support: dict[str, dict]  # role -> {"top_slot": share, "slate": slate_offline.support(...)}
 
 
-def estimate_offline(decided: TopSlotDecisions, sim: SimConfig, segments: pl.DataFrame,
-                     seed: int) -> OfflineResult:
+def _top_slot_frame(served: Served, role: str, sim: SimConfig) -> pl.DataFrame:
+    """The logged first slots with the role's first-slot probabilities, the reward model's
+    predictions and the mass the policy puts outside the logged candidates."""
+    out = served.outputs[role]
+    first = out.slates.filter(pl.col("position") == 1).select("request_id", "post_id", "prob")
+    outside = (first.join(out.candidates.select("request_id", "post_id", "logged"),
+                          on=["request_id", "post_id"], how="left")
+               .group_by("request_id").agg(unsupported_mass=(
+                   pl.col("prob") * (~pl.col("logged").fill_null(False))).sum()))
+    frame = policies.with_reward_model(policies.with_target(served.decisions, first), first,
+                                       served.reward_q[role])
+    frame = frame.join(outside, on="request_id", how="left", maintain_order="left")
+    return estimators.check_decisions(frame, f"{role} decisions")
+
+
+def estimate_offline(served: Served, sim: SimConfig, impressions: pl.DataFrame,
+                     candidates: pl.DataFrame, logging_policy, segments: pl.DataFrame,
+                     slate_size: int, seed: int) -> OfflineResult:
     """Every estimator per policy and the paired lifts; `segments` from ab.member_segments."""
     boot = estimators.Bootstrap(sim.n_bootstrap, seed, sim.alpha)
-    framed = {role: estimators.check_decisions(
-        policies.with_reward_model(policies.with_target(decided.decisions, probs), probs,
-                                   decided.click_prob[sim.reward_model]), f"{role} decisions")
-        for role, probs in decided.action_probs.items()}
+    framed = {role: _top_slot_frame(served, role, sim) for role in ROLES}
     lifts = list(ab.offline_lifts(sim.estimators, framed["control"], framed["treatment"], boot,
                                   ray_shards=sim.ray_shards).values())
+    slate_frames = {role: slate_offline.slate_decisions(
+        impressions, candidates, logging_policy,
+        served.outputs[role].candidates.select("request_id", "post_id", "score"),
+        served.temperature[role], slate_size, rewards.observed(sim.metric, sim.reward_weights),
+        sim.slate_samples, seed) for role in ROLES}
+    if sim.slate_estimators:
+        lifts += ab.offline_lifts(sim.slate_estimators, slate_frames["control"],
+                                  slate_frames["treatment"], boot).values()
     by_segment = ab.segment_lifts(sim.segment_estimator, framed["control"], framed["treatment"],
                                   segments, boot)
     on_policy = framed["control"].with_columns(target_prob=pl.col("propensity"))
     logging_value, _ = estimators.estimate("ips", on_policy, boot, sim.alpha)
     weights = {role: (f["target_prob"] / f["propensity"]).to_numpy() for role, f in framed.items()}
-    return OfflineResult(lifts, by_segment, logging_value, weights)
+    support = {role: {"top_slot": 1.0 - float(framed[role]["unsupported_mass"].fill_null(0).mean()),
+                      "slate": slate_offline.decisions_support(slate_frames[role])}
+               for role in ROLES}
+    return OfflineResult(lifts, by_segment, logging_value, weights, support)
 
 
 @dataclass
 class TrueValues:
-    control: float  # expected engagement per request, served online
-    treatment: float
-    logging: float  # the logged top-slot posts themselves
+    """The simulated online A/B: the truth the offline estimates are judged against."""
+
+    slate: online.TrueSlateValues  # expected whole-slate engagement per action, and the lift
+    online_ab: online.OnlineAB  # the sampled online test at this traffic
+    top_slot: dict[str, float]  # control / treatment / logging: expected first-slot metric
 
     @property
     def lift(self) -> float:
-        return self.treatment / self.control - 1
+        return self.slate.lift["metric"]
+
+    @property
+    def top_slot_lift(self) -> float:
+        return self.top_slot["treatment"] / self.top_slot["control"] - 1
 
 
-def ground_truth(truth, decided: TopSlotDecisions, metric: str,
-                 reward_weights: dict | None = None) -> TrueValues:
-    """Both policies (and the logged actions) served to the world's user model `truth`."""
-    def value(action_probs: pl.DataFrame) -> float:
-        return ab.true_value(truth, action_probs, decided.requests, metric, reward_weights)
+def ground_truth(truth, served: Served, sim: SimConfig, seed: int) -> TrueValues:
+    """Both policies' slates served to the world's user model `truth`: the expected engagement,
+    the sampled online test, and the expected first slot (what top-slot estimators estimate)."""
+    out, req = served.outputs, served.requests
+    slate = online.true_lift(truth, out["control"].slates, out["treatment"].slates, req,
+                             sim.metric, sim.reward_weights)
+    test = online.simulate_online_ab(truth, out["control"].served, out["treatment"].served, req,
+                                     sim.metric, sim.reward_weights, seed, sim.alpha,
+                                     sim.n_bootstrap)
 
-    logged = decided.decisions.select("request_id", "post_id", prob=pl.lit(1.0))
-    return TrueValues(value(decided.action_probs["control"]),
-                      value(decided.action_probs["treatment"]), value(logged))
+    def first_slot(frame: pl.DataFrame) -> float:
+        rows = frame.filter(pl.col("position") == 1).select("request_id", "post_id", "prob")
+        return ab.true_value(truth, rows, req, sim.metric, sim.reward_weights)
+
+    logged = served.decisions.select("request_id", "post_id", position=pl.lit(1, dtype=pl.Int32),
+                                     prob=pl.lit(1.0))
+    top = {"control": first_slot(out["control"].slates),
+           "treatment": first_slot(out["treatment"].slates), "logging": first_slot(logged)}
+    return TrueValues(slate, test, top)
