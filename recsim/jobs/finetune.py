@@ -48,6 +48,17 @@ def _encoder(cfg: DictConfig, model_dir: str | None) -> EncoderConfig:
                          num_layers=cfg.model.num_layers if model_dir is None else None)
 
 
+def check_configs(cfg: DictConfig) -> list:
+    """Every config the comparison builds from `cfg`, built up front: a bad value fails before any
+    work, with an error naming its key (the dataclasses check themselves)."""
+    try:
+        single = _train_config(cfg, cfg.training.single_task_steps)
+    except ValueError as err:  # TrainConfig calls its steps training.steps
+        raise ValueError(str(err).replace("training.steps:", "training.single_task_steps:", 1)) from None
+    return [_train_config(cfg, cfg.training.steps), single, _encoder(cfg, cfg.model.model_dir),
+            EvalConfig(**OmegaConf.to_container(cfg.evaluation, resolve=True), seed=cfg.seed)]
+
+
 def summarize(table: pl.DataFrame, train_tasks: list[str], zero_shot: list[str],
               full_dim: int, small_dim: int = 64) -> tuple[pl.DataFrame, dict]:
     """Per-task comparison at full dimension and the issue's targets, measured."""
@@ -113,6 +124,7 @@ def render(wide: pl.DataFrame, table: pl.DataFrame, targets: dict, minutes: floa
 def compare(cfg: DictConfig, output_dir: str | Path) -> dict:
     from recsim.world.corpus import load_corpus
 
+    check_configs(cfg)
     start = time.perf_counter()
     out = Path(output_dir)
     models_dir = Path(cfg.models_dir)
