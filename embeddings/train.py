@@ -54,6 +54,30 @@ class TrainConfig:
     validation_batches: int = 4  # fixed validation batches per task
     seed: int = 0
 
+    def __post_init__(self):
+        """ValueError naming the key: `training.*`, and `model.*` for the backbone fields (set
+        from the `model` group by python -m recsim.jobs.finetune)."""
+        from embeddings.config import POOLINGS, PRECISIONS, check_model_dir
+        from recsim.world import checks
+
+        if self.base_model_dir is not None:
+            check_model_dir(self.base_model_dir, "model.model_dir")
+        checks.one_of("model.pooling", self.pooling, POOLINGS)
+        checks.at_least("model.num_layers", self.num_layers, 1, optional=True)
+        checks.at_least("training.steps", self.steps, 1)
+        checks.at_least("training.batch_size", self.batch_size, 2)  # in-batch negatives
+        checks.positive("training.learning_rate", self.learning_rate)
+        checks.at_least("training.warmup_steps", self.warmup_steps, 0)
+        checks.at_least("training.max_length", self.max_length, 1)
+        checks.one_of("training.sampling", self.sampling, SAMPLING)
+        checks.positive("training.sampling_temperature", self.sampling_temperature)
+        checks.between("training.label_pair_share", self.label_pair_share, 0, 1)
+        checks.all_at_least("training.matryoshka_dims", self.matryoshka_dims, 1)
+        checks.positive("training.scale", self.scale)
+        checks.one_of("training.precision", self.precision, PRECISIONS)
+        checks.at_least("training.checkpoint_every", self.checkpoint_every, 1)
+        checks.at_least("training.validation_batches", self.validation_batches, 1)
+
 
 @dataclass
 class TrainResult:

@@ -14,59 +14,16 @@ Shape legend: B rows, N dense features, D embedding dim, H heads.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import torch
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
 from torchrec.models.dlrm import DLRM, DLRM_DCN
 
+# The config lives in ranker/config.py (no TorchRec import, for fast config checks); it is
+# re-exported here, where configs name it (_target_: ranker.model.RankerConfig).
+from ranker.config import INTERACTIONS, RankerConfig  # noqa: F401
 from ranker.features import FeatureSpace
-from recsim.world.rewards import ACTIONS
-
-INTERACTIONS = ("dlrm", "dcn")
-
-
-@dataclass
-class RankerConfig:
-    interaction: str = "dlrm"  # dlrm (pairwise dot products) or dcn (DCN-v2 low-rank cross net)
-    embedding_dim: int = 16
-    dense_arch: list[int] = field(default_factory=lambda: [64])
-    over_arch: list[int] = field(default_factory=lambda: [64, 32])
-    dcn_num_layers: int = 2
-    dcn_low_rank_dim: int = 16
-    heads: list[str] = field(default_factory=lambda: list(ACTIONS))
-    score_weights: dict[str, float] = field(default_factory=lambda: {"click": 1.0})
-    # Features (ranker/features.py).
-    recent_k: int = 20  # history group: the last K clicked posts' authors and topics
-    embedding_dims: int | None = 64  # post / member embedding features reduced to this size
-    embedding_projection: str = "pca"  # none, prefix (Matryoshka), pca
-    # Training (ranker/train.py).
-    epochs: int = 4
-    batch_size: int = 512
-    learning_rate: float = 3e-3
-    weight_decay: float = 0.0
-    train_fraction: float = 0.7  # share of the log's time window used for training (the rest tests)
-    validation_fraction: float = 0.15  # last share of the training window: early stopping
-    evals_per_epoch: int = 2
-    patience: int = 2  # evaluations without a better validation loss before stopping
-    num_threads: int | None = 1  # torch intra-op threads while training (small batches: 1 is
-    #                              fastest, and does not spin against other processes' cores)
-
-    def __post_init__(self):
-        if self.interaction not in INTERACTIONS:
-            raise ValueError(f"ranker.interaction: unknown '{self.interaction}'; "
-                             f"choose from {list(INTERACTIONS)}")
-        unknown = [h for h in [*self.heads, *self.score_weights] if h not in ACTIONS]
-        if unknown:
-            raise ValueError(f"ranker.heads / ranker.score_weights: unknown head(s) {unknown}; "
-                             f"choose from {list(ACTIONS)}")
-        missing = [h for h in self.score_weights if h not in self.heads]
-        if missing or not self.score_weights:
-            raise ValueError(f"ranker.score_weights: {missing or 'none'} not among the model's "
-                             f"heads {self.heads}; the score needs at least one head")
-        if "click" not in self.heads:
-            raise ValueError("ranker.heads: the click head is required (policies and the DM "
-                             "estimators use its predictions)")
 
 
 class MultiTaskRanker(torch.nn.Module):

@@ -7,6 +7,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def hydra_schemas():
+    """Every root's config schemas in Hydra's ConfigStore, as the entry modules register them,
+    so that tests composing any conf/ root see them (recsim/jobs/schemas.py)."""
+    from recsim.jobs.schemas import register_all
+
+    register_all()
+
+
 @pytest.fixture(scope="session")
 def small_corpus():
     from recsim.world.corpus import load_corpus

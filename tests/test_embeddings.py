@@ -135,7 +135,7 @@ def test_openvino_backend_agrees_with_torch_fp32(small_corpus, precision):
 
 
 def test_unknown_backend_fails_clearly():
-    with pytest.raises(ValueError, match="embeddings.backend must be one of"):
+    with pytest.raises(ValueError, match="embeddings.encoder.backend: must be one of"):
         load_encoder(EncoderConfig(num_layers=2, backend="onnx"))
 
 

@@ -55,6 +55,27 @@ class DualEncoderConfig:
     seed: int = 0
     prompt: PromptConfig = field(default_factory=PromptConfig)
 
+    def __post_init__(self):
+        from embeddings.config import POOLINGS, PRECISIONS, check_model_dir
+        from recsim.world import checks
+        from recsim.world.rewards import ACTIONS
+
+        key = "retrieval_sweep.dual_encoder"
+        if self.model_dir is not None:
+            check_model_dir(self.model_dir, f"{key}.model_dir")
+        checks.one_of(f"{key}.pooling", self.pooling, POOLINGS)
+        checks.at_least(f"{key}.num_layers", self.num_layers, 1, optional=True)
+        checks.at_least(f"{key}.prompt_max_length", self.prompt_max_length, 1)
+        checks.at_least(f"{key}.post_max_length", self.post_max_length, 1)
+        checks.at_least(f"{key}.steps", self.steps, 1)
+        checks.at_least(f"{key}.batch_size", self.batch_size, 2)  # in-batch negatives
+        checks.at_least(f"{key}.hard_negatives", self.hard_negatives, 0)
+        checks.positive(f"{key}.learning_rate", self.learning_rate)
+        checks.at_least(f"{key}.warmup_steps", self.warmup_steps, 0)
+        checks.positive(f"{key}.scale", self.scale)
+        checks.one_of(f"{key}.precision", self.precision, PRECISIONS)
+        checks.one_of(f"{key}.engagement", self.engagement, ACTIONS)
+
 
 class DualEncoder:
     """The member and post towers: one `TextTower` (embeddings/tower.py) shared by both."""

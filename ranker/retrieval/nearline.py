@@ -33,9 +33,11 @@ import numpy as np
 import polars as pl
 
 from embeddings.actors import ActorPoolConfig, EmbeddingPool, model_version
+from recsim.world import checks
 
 log = logging.getLogger(__name__)
 
+ARRIVALS = ("world", "uniform")
 STORE_SCHEMA = {"post_id": pl.Int64, "model_version": pl.String, "vector": pl.List(pl.Float32)}
 
 
@@ -50,6 +52,21 @@ class NearlineConfig:
     report_every_s: float = 10.0  # log progress (and sample memory) this often
     index: str = "Flat"  # the FAISS index built from the first batch: Flat or HNSW
     pool: ActorPoolConfig = field(default_factory=ActorPoolConfig)
+
+    def __post_init__(self):
+        from ranker.retrieval.index import index_type
+
+        checks.positive("nearline.rate", self.rate)
+        checks.one_of("nearline.arrivals", self.arrivals, ARRIVALS)
+        checks.at_least("nearline.limit", self.limit, 1, optional=True)
+        checks.at_least("nearline.max_batch", self.max_batch, 1)
+        checks.at_least("nearline.max_wait_s", self.max_wait_s, 0)
+        checks.at_least("nearline.queue_size", self.queue_size, 1)
+        checks.positive("nearline.report_every_s", self.report_every_s)
+        try:  # IVF types are allowed: stream_posts takes a prebuilt index for them
+            index_type(self.index)
+        except ValueError as err:
+            raise ValueError(str(err).replace("retrieval.index", "nearline.index", 1)) from None
 
 
 class EmbeddingStore:

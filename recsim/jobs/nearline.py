@@ -21,10 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from embeddings.actors import model_version
 from ranker.retrieval.nearline import NearlineConfig, stream_posts
+from recsim.jobs.schemas import register
 from recsim.paths import CONF_DIR
 from recsim.world.world import build_world
 
 log = logging.getLogger(__name__)
+register("nearline")  # conf/nearline.yaml's schemas, before Hydra composes it
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="nearline")

@@ -46,12 +46,17 @@ from ranker.retrieval.prompts import NUMERIC_FEATURES
 from ranker.retrieval.index import PostIndex, RetrievalConfig, index_type
 from ranker.retrieval.recall import recall_per_member
 from recsim.paths import CONF_DIR
+from ranker.retrieval.prompts import NUMBER_FORMATS
+from recsim.jobs.schemas import register
 from recsim.report.tables import frame_table
+from recsim.world import checks
+from recsim.world.rewards import ACTIONS
 from recsim.world.timeline import time_split
 
 log = logging.getLogger(__name__)
 
 SEGMENTS = ("all", "new", "established")
+FALLBACKS = ("profile", "prior")  # members without history: profile text or the mean post
 
 
 @dataclass
@@ -67,6 +72,28 @@ class SweepConfig:
     new_member_max_history: int = 2
     probe_folds: int = 5
     dual_encoder: DualEncoderConfig = field(default_factory=DualEncoderConfig)
+
+    def __post_init__(self):
+        checks.all_at_least("retrieval_sweep.ks", self.ks, 1)
+        checks.between("retrieval_sweep.train_fraction", self.train_fraction, 0, 1,
+                       open_low=True, open_high=True)
+        checks.one_of("retrieval_sweep.engagement", self.engagement, ACTIONS)
+        if not self.indexes:
+            raise ValueError("retrieval_sweep.indexes: must not be empty")
+        for kind in self.indexes:
+            try:
+                index_type(kind)
+            except ValueError as err:
+                raise ValueError(str(err).replace("retrieval.index", "retrieval_sweep.indexes", 1)) from None
+        checks.all_known("retrieval_sweep.history_fallbacks", self.history_fallbacks, FALLBACKS)
+        checks.all_known("retrieval_sweep.dual_encoder_numbers", self.dual_encoder_numbers,
+                         NUMBER_FORMATS, nonempty=False)
+        checks.at_least("retrieval_sweep.new_member_tenure_days", self.new_member_tenure_days, 0)
+        checks.at_least("retrieval_sweep.new_member_max_history", self.new_member_max_history, 0)
+        checks.at_least("retrieval_sweep.probe_folds", self.probe_folds, 2)
+
+
+register("retrieval_sweep")  # conf/retrieval_sweep.yaml's schemas (SweepConfig's among them)
 
 
 def segment_recall(per_member: pl.DataFrame, segment_of: pl.DataFrame,

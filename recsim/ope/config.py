@@ -1,10 +1,21 @@
-"""The offline A/B's configuration (conf/sim/): metric, estimators, interval, the two policies."""
+"""The offline A/B's configuration (conf/sim/): metric, estimators, interval, the two policies.
+
+It checks its values (and its two policies') when built and raises ValueError naming the key as
+the user writes it (`sim.alpha: must be in (0, 1), got 1.5`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from recsim.ope.estimators import ESTIMATORS, SLATE_ESTIMATORS
 from recsim.ope.policies import PolicyConfig
+from recsim.world import checks
+from recsim.world.rewards import ACTIONS, METRICS
+
+# The A/B evaluates the feed's top slot: the per-decision estimators, not the slate ones.
+TOP_SLOT_ESTIMATORS = tuple(e for e in ESTIMATORS if e not in SLATE_ESTIMATORS)
+ROLES = ("control", "treatment")
 
 
 @dataclass
@@ -19,5 +30,34 @@ class SimConfig:
     alpha: float = 0.05
     policy_temperature: float = 0.0
     max_eval_requests: int | None = None
-    control: PolicyConfig = field(default_factory=PolicyConfig)
-    treatment: PolicyConfig = field(default_factory=PolicyConfig)
+    control: PolicyConfig = field(default_factory=lambda: PolicyConfig(name="control"))
+    treatment: PolicyConfig = field(default_factory=lambda: PolicyConfig(name="treatment"))
+
+    def __post_init__(self):
+        checks.one_of("sim.metric", self.metric, METRICS)
+        if self.reward_weights is not None:
+            if not isinstance(self.reward_weights, dict):
+                raise ValueError(f"sim.reward_weights: must be a mapping action: weight, e.g. "
+                                 f"{{click: 1, like: 2}}, got {self.reward_weights!r}")
+            checks.all_known("sim.reward_weights", list(self.reward_weights), ACTIONS, nonempty=False)
+            for action, weight in self.reward_weights.items():
+                checks.number(f"sim.reward_weights.{action}", weight)
+        checks.all_known("sim.estimators", self.estimators, TOP_SLOT_ESTIMATORS)
+        checks.one_of("sim.segment_estimator", self.segment_estimator, TOP_SLOT_ESTIMATORS)
+        for key, names in (("sim.estimators", self.estimators),
+                           ("sim.segment_estimator", [self.segment_estimator])):
+            model_based = [e for e in names if "reward_hat" in ESTIMATORS[e].needs]
+            if model_based and self.metric != "click":
+                raise ValueError(f"{key}: {model_based} need a reward model; the rankers predict "
+                                 f"clicks, so they need sim.metric=click (got {self.metric})")
+        checks.one_of("sim.reward_model", self.reward_model, ROLES)
+        checks.at_least("sim.ray_shards", self.ray_shards, 0)
+        checks.at_least("sim.n_bootstrap", self.n_bootstrap, 1)
+        checks.between("sim.alpha", self.alpha, 0, 1, open_low=True, open_high=True)
+        checks.at_least("sim.policy_temperature", self.policy_temperature, 0)
+        checks.at_least("sim.max_eval_requests", self.max_eval_requests, 1, optional=True)
+        for role in ROLES:
+            getattr(self, role).check(f"sim.{role}")
+        if self.control.name == self.treatment.name:
+            raise ValueError(f"sim.treatment.name: {self.treatment.name!r} is also the control's "
+                             "name; the report tells the policies apart by name")

@@ -26,6 +26,25 @@ class PolicyConfig:
     # run's `embeddings.encoder.text_prefix`.
     text_prefix: str | None = None
 
+    def check(self, key: str) -> None:
+        """ValueError naming `key` (where the policy sits: "sim.control", "sim.treatment") for
+        an unusable policy: no name, unknown or unusable feature groups, an encoder directory
+        that is not a complete model. SimConfig calls it for both of its policies."""
+        from embeddings.config import check_model_dir
+        from ranker.features import check_groups
+        from recsim.paths import project_path
+
+        if not self.name:
+            raise ValueError(f"{key}.name: must not be empty (the report names policies by it)")
+        try:
+            check_groups(self.features)
+        except ValueError as err:  # check_groups names the ranker's own key: name the policy's
+            raise ValueError(f"{key}.features: " + str(err).removeprefix("ranker.features: ")) from None
+        if self.encoder_dir is not None:
+            check_model_dir(project_path(self.encoder_dir), f"{key}.encoder_dir",
+                            "train it first with `make finetune` (python -m recsim.jobs.finetune), "
+                            "or for .cache/models/multilingual-e5-small run `make setup`")
+
 
 def top_slot_probabilities(scored: pl.DataFrame, temperature: float) -> pl.DataFrame:
     """(request_id, post_id, score) -> (request_id, post_id, prob) for the top slot.

@@ -96,6 +96,32 @@ class WorldConfig:
     logging_freshness_weight: float = 1.0
     logging_personalization: float = 2.0
 
+    def __post_init__(self):
+        """ValueError naming the key (`world.slate_size: ...`) for values the world cannot use."""
+        from recsim.world import checks
+        from recsim.world.corpus import MULTILINGUAL_SOURCES
+
+        for name in ("n_members", "n_authors", "n_impressions", "slate_size", "n_candidates",
+                     "latent_dim"):
+            checks.at_least(f"world.{name}", getattr(self, name), 1)
+        if self.slate_size > self.n_candidates:
+            raise ValueError(f"world.slate_size: {self.slate_size} is more than world.n_candidates "
+                             f"({self.n_candidates}); a slate is drawn from the candidates")
+        for name in ("days", "post_window_days", "interest_concentration",
+                     "freshness_halflife_hours", "logging_temperature"):
+            checks.positive(f"world.{name}", getattr(self, name))
+        for name in ("language_weight", "quality_std", "position_decay"):
+            checks.at_least(f"world.{name}", getattr(self, name), 0)
+        checks.between("world.logging_epsilon", self.logging_epsilon, 0, 1)
+        checks.all_known("world.corpus_sources", self.corpus_sources, SOURCES + MULTILINGUAL_SOURCES)
+        checks.at_least("world.max_posts_per_source", self.max_posts_per_source, 1, optional=True)
+        if not self.member_langs:
+            raise ValueError("world.member_langs: must not be empty (language: share of members)")
+        for lang, share in self.member_langs.items():
+            checks.at_least(f"world.member_langs.{lang}", share, 0)
+        if not sum(self.member_langs.values()) > 0:
+            raise ValueError(f"world.member_langs: the shares must not all be 0, got {self.member_langs}")
+
 
 def language_gaps(member_lang: pl.Series, post_lang: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """[N, L] gap of each member to each post language (0 own, 0.5 English, 1 other) and [P]
