@@ -30,6 +30,9 @@ class SimConfig:
     alpha: float = 0.05
     policy_temperature: float = 0.0
     max_eval_requests: int | None = None
+    slate_size: int = 10  # the feed's slots (conf/sim: ${world.slate_size})
+    slate_estimators: list[str] = field(default_factory=lambda: ["iips"])  # whole-slate, offline
+    slate_samples: int = 64  # Monte Carlo prefixes per request for stochastic slates' marginals
     control: PolicyConfig = field(default_factory=lambda: PolicyConfig(name="control"))
     treatment: PolicyConfig = field(default_factory=lambda: PolicyConfig(name="treatment"))
 
@@ -56,8 +59,16 @@ class SimConfig:
         checks.between("sim.alpha", self.alpha, 0, 1, open_low=True, open_high=True)
         checks.at_least("sim.policy_temperature", self.policy_temperature, 0)
         checks.at_least("sim.max_eval_requests", self.max_eval_requests, 1, optional=True)
+        checks.at_least("sim.slate_size", self.slate_size, 1)
+        checks.all_known("sim.slate_estimators", self.slate_estimators, SLATE_ESTIMATORS,
+                         nonempty=False)
+        checks.at_least("sim.slate_samples", self.slate_samples, 1)
         for role in ROLES:
-            getattr(self, role).check(f"sim.{role}")
+            policy = getattr(self, role)
+            policy.check(f"sim.{role}")
+            if policy.source == "retrieval" and policy.top_k < self.slate_size:
+                raise ValueError(f"sim.{role}.top_k: {policy.top_k} candidates cannot fill a "
+                                 f"slate of {self.slate_size} (world.slate_size); raise top_k")
         if self.control.name == self.treatment.name:
             raise ValueError(f"sim.treatment.name: {self.treatment.name!r} is also the control's "
                              "name; the report tells the policies apart by name")

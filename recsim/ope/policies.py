@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 import polars as pl
 
 
+SOURCES = ("logged", "retrieval")  # a funnel policy's candidate sources
+MEMBER_VECTORS = ("history",)  # retrieval query vectors: engagement history, profile fallback
+
+
 @dataclass
 class PolicyConfig:
     name: str = "ranker"
@@ -25,6 +29,13 @@ class PolicyConfig:
     # Prefix the policy's encoder puts before every post text (e5 models: "passage: "); None: the
     # run's `embeddings.encoder.text_prefix`.
     text_prefix: str | None = None
+    # The funnel (recsim/ope/funnel.py): where the candidates come from, how many, the slate.
+    source: str = "logged"  # logged: the request's logged candidates | retrieval: FAISS top-K
+    top_k: int = 100  # retrieval: candidates per request (the seed paper: 2,000)
+    index: str | None = None  # retrieval: FAISS index type; None: the run's `retrieval.index`
+    member_vectors: str = "history"  # retrieval: the member's query vector (history + profile)
+    exclude_seen: bool = False  # retrieval: drop posts the member was shown before the request
+    temperature: float | None = None  # slate: 0 top-N by score, > 0 Plackett-Luce; None: sim's
 
     def check(self, key: str) -> None:
         """ValueError naming `key` (where the policy sits: "sim.control", "sim.treatment") for
@@ -32,7 +43,9 @@ class PolicyConfig:
         that is not a complete model. SimConfig calls it for both of its policies."""
         from embeddings.config import check_model_dir
         from ranker.features import check_groups
+        from ranker.retrieval.index import index_type
         from recsim.paths import project_path
+        from recsim.world import checks
 
         if not self.name:
             raise ValueError(f"{key}.name: must not be empty (the report names policies by it)")
@@ -40,6 +53,15 @@ class PolicyConfig:
             check_groups(self.features)
         except ValueError as err:  # check_groups names the ranker's own key: name the policy's
             raise ValueError(f"{key}.features: " + str(err).removeprefix("ranker.features: ")) from None
+        checks.one_of(f"{key}.source", self.source, SOURCES)
+        checks.one_of(f"{key}.member_vectors", self.member_vectors, MEMBER_VECTORS)
+        checks.at_least(f"{key}.top_k", self.top_k, 1)
+        checks.at_least(f"{key}.temperature", self.temperature, 0, optional=True)
+        if self.index is not None:
+            try:
+                index_type(self.index)
+            except ValueError as err:
+                raise ValueError(f"{key}.index: " + str(err).removeprefix("retrieval.index: ")) from None
         if self.encoder_dir is not None:
             check_model_dir(project_path(self.encoder_dir), f"{key}.encoder_dir",
                             "train it first with `make finetune` (python -m recsim.jobs.finetune), "
