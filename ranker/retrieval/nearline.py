@@ -187,7 +187,29 @@ def stream_posts(posts: pl.DataFrame, cfg: NearlineConfig, index=None,
 
     Returns (timings per post, the store, the index).
     """
-    from ranker.retrieval.index import PostIndex, RetrievalConfig, index_type
+    _check_stream(posts, cfg, index)
+    posts = posts.sort("created_at", "post_id")
+    if cfg.limit:
+        posts = posts.head(cfg.limit)
+    stream = _Stream(posts, cfg, index)
+    store = store if store is not None else EmbeddingStore()
+    own_pool = pool is None
+    pool = pool or EmbeddingPool(cfg.pool)
+    pool.wait_ready()  # the stream starts once the actors have loaded the encoder
+
+    stream.start_producer()
+    try:
+        stream.consume(pool, store, on_batch)
+    finally:
+        stream.stop_producer()
+        if own_pool:
+            pool.close()
+    return stream.result(pool), store, stream.index
+
+
+def _check_stream(posts: pl.DataFrame, cfg: NearlineConfig, index) -> None:
+    """Fail on bad input or settings before any actor starts."""
+    from ranker.retrieval.index import index_type
 
     if index is None and index_type(cfg.index) not in ("Flat", "HNSW"):
         raise ValueError(f"nearline.index: {cfg.index} needs training; build it from a backfill "
@@ -199,102 +221,138 @@ def stream_posts(posts: pl.DataFrame, cfg: NearlineConfig, index=None,
         raise ValueError("near-line posts: the stream is empty (0 posts)")
     if cfg.max_batch < 1 or cfg.queue_size < 1 or cfg.max_wait_s < 0:
         raise ValueError("nearline: max_batch and queue_size must be >= 1 and max_wait_s >= 0")
-    posts = posts.sort("created_at", "post_id")
-    if cfg.limit:
-        posts = posts.head(cfg.limit)
-    ids = posts["post_id"].to_numpy()
-    created = posts["created_at"].to_numpy()
-    texts = posts["text"].to_list()
-    offsets = arrival_offsets(posts["created_at"], cfg.rate, cfg.arrivals)
-    version = model_version(cfg.pool.encoder)
-    store = store if store is not None else EmbeddingStore()
-    own_pool = pool is None
-    pool = pool or EmbeddingPool(cfg.pool)
-    pool.wait_ready()  # the stream starts once the actors have loaded the encoder
 
-    inbox: queue.Queue = queue.Queue(maxsize=cfg.queue_size)
-    searchable = np.full(len(ids), np.nan)
-    stop = threading.Event()
-    start = time.perf_counter()
 
-    def produce() -> None:
-        for i, offset in enumerate(offsets):
-            delay = start + offset - time.perf_counter()
-            if delay > 0 and stop.wait(delay):
+class _Stream:
+    """One replay of a stream of posts: a producer thread puts each post's row on a bounded
+    queue at its arrival time; the consumer (`consume`, in the calling thread) cuts
+    micro-batches, sends them to the actor pool and upserts each finished batch."""
+
+    def __init__(self, posts: pl.DataFrame, cfg: NearlineConfig, index):
+        self.cfg = cfg
+        self.ids = posts["post_id"].to_numpy()
+        self.created = posts["created_at"].to_numpy()
+        self.texts = posts["text"].to_list()
+        self.offsets = arrival_offsets(posts["created_at"], cfg.rate, cfg.arrivals)
+        self.version = model_version(cfg.pool.encoder)
+        self.index = index  # built from the first batch when None
+        self.inbox: queue.Queue = queue.Queue(maxsize=cfg.queue_size)
+        self.searchable = np.full(len(self.ids), np.nan)
+        self.stop = threading.Event()
+        self.start = 0.0
+        self.producer: threading.Thread | None = None
+        # The consumer's state: the open batch, the batches in flight, counters.
+        self.batch: list[int] = []
+        self.batch_opened = 0.0
+        self.stream_done = False
+        self.n_done = self.max_queue = self.n_batches = 0
+        self.memory: list[dict] = []
+        self.batches: dict[int, list[int]] = {}
+
+    def start_producer(self) -> None:
+        """Start the clock and the producer thread."""
+        self.start = time.perf_counter()
+        self.producer = threading.Thread(target=self._produce, name="nearline-producer", daemon=True)
+        self.producer.start()
+
+    def stop_producer(self) -> None:
+        """Stop the producer (it may be waiting on a full queue) and wait for it."""
+        self.stop.set()
+        self.producer.join(timeout=5)
+
+    def _produce(self) -> None:
+        """Put each post's row on the inbox at its arrival time, then None (end of stream)."""
+        for i, offset in enumerate(self.offsets):
+            delay = self.start + offset - time.perf_counter()
+            if delay > 0 and self.stop.wait(delay):
                 return
-            while not stop.is_set():  # a full queue blocks the producer: backpressure
+            while not self.stop.is_set():  # a full queue blocks the producer: backpressure
                 try:
-                    inbox.put(i, timeout=0.1)
+                    self.inbox.put(i, timeout=0.1)
                     break
                 except queue.Full:
                     continue
-        inbox.put(None)
+        self.inbox.put(None)
 
-    producer = threading.Thread(target=produce, name="nearline-producer", daemon=True)
-    producer.start()
-    batch: list[int] = []
-    batch_opened = 0.0
-    stream_done = False
-    n_done = max_queue = n_batches = 0
-    memory: list[dict] = []
-    next_report = start
-    batches: dict[int, list[int]] = {}
-    try:
-        while not (stream_done and not batch and pool.in_flight == 0):
+    def consume(self, pool: EmbeddingPool, store: EmbeddingStore,
+                on_batch: Callable[[EmbeddingPool, int], None] | None) -> None:
+        """Batch, embed and upsert until the stream has ended and every batch is back."""
+        next_report = self.start
+        while not (self.stream_done and not self.batch and pool.in_flight == 0):
             now = time.perf_counter()
             # 1. Take arrivals into the open batch (never more than one batch's worth).
-            max_queue = max(max_queue, inbox.qsize())
-            while not stream_done and len(batch) < cfg.max_batch:
-                try:
-                    item = inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stream_done = True
-                    break
-                if not batch:
-                    batch_opened = time.perf_counter()
-                batch.append(item)
+            self._take_arrivals()
             # 2. Cut the batch when it is full, old enough, or the stream has ended.
-            due = batch and (len(batch) >= cfg.max_batch or stream_done
-                             or now - batch_opened >= cfg.max_wait_s)
-            if due and not pool.full:
-                key = n_batches = n_batches + 1
-                batches[key] = batch
-                pool.submit(key, [texts[i] for i in batch])
-                batch = []
+            self._cut_batch(pool, now)
             # 3. Upsert finished batches: the moment their posts become searchable.
-            # Block for a result only when nothing else can happen; otherwise poll briefly.
-            wait = None if (stream_done and not batch) else 0.005
-            for key, vectors in pool.collect(timeout=wait):
-                rows = np.asarray(batches.pop(key))
-                store.upsert(ids[rows], vectors, version)
-                if index is None:
-                    index = PostIndex(ids[rows], vectors, RetrievalConfig(index=cfg.index),
-                                      created=created[rows])
-                else:
-                    index.upsert(ids[rows], vectors, created=created[rows])
-                searchable[rows] = time.perf_counter() - start
-                n_done += len(rows)
-                if on_batch is not None:
-                    on_batch(pool, n_done)
-            if not pool.in_flight and not stream_done:
+            self._upsert_finished(pool, store, on_batch)
+            if not pool.in_flight and not self.stream_done:
                 time.sleep(0.002)  # idle: waiting for posts to arrive or a batch to be due
             if time.perf_counter() >= next_report:
-                memory.append(_memory_sample(pool, time.perf_counter() - start, store))
-                log.info("near-line: %d/%d searchable, queue %d, in flight %d, %.0f MiB",
-                         n_done, len(ids), inbox.qsize(), pool.in_flight,
-                         memory[-1]["driver_mb"] + memory[-1]["actors_mb"])
-                next_report += cfg.report_every_s
-        memory.append(_memory_sample(pool, time.perf_counter() - start, store))
-    finally:
-        stop.set()
-        producer.join(timeout=5)
-        if own_pool:
-            pool.close()
-    result = NearlineResult(ids, offsets, searchable, time.perf_counter() - start, pool.restarts,
-                            pool.retries, max_queue, memory)
-    return result, store, index
+                self._report(pool, store)
+                next_report += self.cfg.report_every_s
+        self.memory.append(_memory_sample(pool, time.perf_counter() - self.start, store))
+
+    def _take_arrivals(self) -> None:
+        """Step 1: move arrived posts into the open batch, up to `max_batch`."""
+        self.max_queue = max(self.max_queue, self.inbox.qsize())
+        while not self.stream_done and len(self.batch) < self.cfg.max_batch:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self.stream_done = True
+                break
+            if not self.batch:
+                self.batch_opened = time.perf_counter()
+            self.batch.append(item)
+
+    def _cut_batch(self, pool: EmbeddingPool, now: float) -> None:
+        """Step 2: send the open batch to the pool when it is due and the pool has room."""
+        cfg, batch = self.cfg, self.batch
+        due = batch and (len(batch) >= cfg.max_batch or self.stream_done
+                         or now - self.batch_opened >= cfg.max_wait_s)
+        if due and not pool.full:
+            key = self.n_batches = self.n_batches + 1
+            self.batches[key] = batch
+            pool.submit(key, [self.texts[i] for i in batch])
+            self.batch = []
+
+    def _upsert_finished(self, pool: EmbeddingPool, store: EmbeddingStore,
+                         on_batch: Callable[[EmbeddingPool, int], None] | None) -> None:
+        """Step 3: upsert each finished batch into the store and the index (building the index
+        from the first batch when there is none) and mark its posts searchable. Blocks for a
+        result only when nothing else can happen; otherwise polls briefly."""
+        from ranker.retrieval.index import PostIndex, RetrievalConfig
+
+        wait = None if (self.stream_done and not self.batch) else 0.005
+        for key, vectors in pool.collect(timeout=wait):
+            rows = np.asarray(self.batches.pop(key))
+            ids, created = self.ids[rows], self.created[rows]
+            store.upsert(ids, vectors, self.version)
+            if self.index is None:
+                self.index = PostIndex(ids, vectors, RetrievalConfig(index=self.cfg.index),
+                                       created=created)
+            else:
+                self.index.upsert(ids, vectors, created=created)
+            self.searchable[rows] = time.perf_counter() - self.start
+            self.n_done += len(rows)
+            if on_batch is not None:
+                on_batch(pool, self.n_done)
+
+    def _report(self, pool: EmbeddingPool, store: EmbeddingStore) -> None:
+        """Sample memory and log progress."""
+        self.memory.append(_memory_sample(pool, time.perf_counter() - self.start, store))
+        log.info("near-line: %d/%d searchable, queue %d, in flight %d, %.0f MiB",
+                 self.n_done, len(self.ids), self.inbox.qsize(), pool.in_flight,
+                 self.memory[-1]["driver_mb"] + self.memory[-1]["actors_mb"])
+
+    def result(self, pool: EmbeddingPool) -> NearlineResult:
+        """Per post: creation and searchable times since the start; the pool's restarts."""
+        return NearlineResult(self.ids, self.offsets, self.searchable,
+                              time.perf_counter() - self.start, pool.restarts, pool.retries,
+                              self.max_queue, self.memory)
 
 
 def _memory_sample(pool: EmbeddingPool, t: float, store: EmbeddingStore) -> dict:

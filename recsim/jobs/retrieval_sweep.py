@@ -31,6 +31,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 import numpy as np
@@ -51,7 +52,10 @@ from recsim.jobs.schemas import register
 from recsim.report.tables import frame_table
 from recsim.world import checks
 from recsim.world.rewards import ACTIONS
-from recsim.world.timeline import time_split
+from recsim.world.timeline import TimeSplit, time_split
+
+if TYPE_CHECKING:
+    from recsim.world.world import World
 
 log = logging.getLogger(__name__)
 
@@ -131,110 +135,160 @@ def number_probe(vectors: np.ndarray, members: pl.DataFrame, folds: int, seed: i
 def run_sweep(world_cfg, embed_cfg, retrieval_cfg: RetrievalConfig, sweep: SweepConfig,
               output_dir: str | Path, corpus: pl.DataFrame | None = None) -> dict:
     """Build the world, evaluate every method of the grid, write the tables; return them."""
-    from embeddings.actors import embed_texts
     from recsim.world.world import build_world
 
-    for kind in sweep.indexes:
-        index_type(kind)  # an unknown index type fails before any work
-    for fb in sweep.history_fallbacks:
-        if fb not in ("profile", "prior"):
-            raise ValueError(f"retrieval_sweep.history_fallbacks: unknown {fb!r}; choose from "
-                             "['profile', 'prior']")
-    ks = sorted(sweep.ks)
+    _check_grid(sweep)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
     # 1. World, split in time; queries are the members with held-out engagements.
     world = build_world(world_cfg, corpus)
-    imps, members, posts = world.impressions, world.members, world.posts
-    split = time_split(imps, sweep.train_fraction)
-    train_imps, split_time, split_h = split.train, split.split_time, split.split_hours
+    split = time_split(world.impressions, sweep.train_fraction)
     held_out = (split.test.filter(pl.col(sweep.engagement))
                 .select("member_id", "post_id").unique())
     query_members = held_out["member_id"].unique().sort().to_numpy()
-    post_ids = posts["post_id"].to_numpy()
-    k_max = min(max(ks), len(post_ids))
+    post_ids = world.posts["post_id"].to_numpy()
     timings["world"] = time.perf_counter() - t0
     log.info("sweep: %d posts, %d query members, %d held-out engagements", len(post_ids),
              len(query_members), held_out.height)
 
     # 2. Post vectors (the run's post encoder) and history vectors at the split.
     t = time.perf_counter()
+    post_vectors, history, profile_vectors = _embed(world, split, query_members, embed_cfg,
+                                                    retrieval_cfg, sweep)
+    segment_of = _segments(history, world.members, query_members, split.split_hours, sweep)
+    timings["post_embeddings"] = time.perf_counter() - t
+    grid = _Grid(retrieval_cfg, post_ids, query_members, held_out, segment_of, sorted(sweep.ks))
+
+    # 3. History vectors on every index type (and the other fallbacks on the exact index).
+    _history_methods(grid, history, post_vectors, profile_vectors, split.split_hours, sweep)
+    # 4. Dual encoder: raw vs quantized numbers, untrained vs trained (exact index).
+    probe_rows = [row for numbers in sweep.dual_encoder_numbers
+                  for row in _dual_encoder_method(grid, world, split, sweep, numbers, world_cfg.seed)]
+    timings["total"] = time.perf_counter() - t0
+
+    result = {"table": pl.DataFrame(grid.rows),
+              "number_probe": pl.DataFrame(probe_rows) if probe_rows else pl.DataFrame(),
+              "timings": timings,
+              "world": {"posts": len(post_ids), "members": world.members.height,
+                        "impressions": world.impressions.height,
+                        "query_members": len(query_members), "held_out": held_out.height,
+                        "split": str(split.split_time)}}
+    write_tables(result, output_dir)
+    return result
+
+
+def _check_grid(sweep: SweepConfig) -> None:
+    """Fail on an unknown index type or history fallback before any work."""
+    for kind in sweep.indexes:
+        index_type(kind)
+    for fb in sweep.history_fallbacks:
+        if fb not in ("profile", "prior"):
+            raise ValueError(f"retrieval_sweep.history_fallbacks: unknown {fb!r}; choose from "
+                             "['profile', 'prior']")
+
+
+def _embed(world: World, split: TimeSplit, query_members: np.ndarray, embed_cfg, retrieval_cfg: RetrievalConfig,
+           sweep: SweepConfig) -> tuple[np.ndarray, MemberHistory, np.ndarray]:
+    """Step 2: post vectors, members' engagement histories before the split over them, and the
+    query members' profile vectors (in member_id order), all from the run's post encoder."""
+    from embeddings.actors import embed_texts
+
+    posts, members = world.posts, world.members
     post_vectors = embed_texts(posts["text"].to_list(), embed_cfg, desc="embedding posts")
-    history = MemberHistory(train_imps, post_ids, post_vectors, retrieval_cfg.history_halflife_days,
-                            sweep.engagement)
+    history = MemberHistory(split.train, posts["post_id"].to_numpy(), post_vectors,
+                            retrieval_cfg.history_halflife_days, sweep.engagement)
     query_rows = members.filter(pl.col("member_id").is_in(query_members.tolist())).sort("member_id")
     profile_vectors = embed_texts(query_rows["profile_text"].to_list(), embed_cfg,
                                   desc="embedding profiles")
+    return post_vectors, history, profile_vectors
+
+
+def _segments(history: MemberHistory, members: pl.DataFrame, query_members: np.ndarray,
+              split_h: float, sweep: SweepConfig) -> pl.DataFrame:
+    """Each query member's segment: new (short tenure or little history) or established."""
     _, counts = history.vectors_at(query_members, np.full(len(query_members), split_h))
-    segment_of = pl.DataFrame({"member_id": query_members, "n_history": counts}).join(
+    return pl.DataFrame({"member_id": query_members, "n_history": counts}).join(
         members.select("member_id", "tenure_days"), on="member_id").with_columns(
         segment=pl.when((pl.col("tenure_days") <= sweep.new_member_tenure_days)
                         | (pl.col("n_history") <= sweep.new_member_max_history))
         .then(pl.lit("new")).otherwise(pl.lit("established")))
-    timings["post_embeddings"] = time.perf_counter() - t
 
-    rows: list[dict] = []
 
-    def evaluate(method, numbers, trained, kind, vectors_p, queries, seconds=None):
-        cfg = dataclasses.replace(retrieval_cfg, index=kind, top_k=k_max)
+@dataclass
+class _Grid:
+    """The sweep's queries and its table: `evaluate` adds one method's rows, one per segment."""
+
+    retrieval_cfg: RetrievalConfig
+    post_ids: np.ndarray
+    query_members: np.ndarray
+    held_out: pl.DataFrame  # member_id, post_id of every held-out engagement
+    segment_of: pl.DataFrame  # member_id, n_history, tenure_days, segment
+    ks: list[int]  # sorted
+    rows: list[dict] = field(default_factory=list)
+
+    def evaluate(self, method: str, numbers: str, trained: str, kind: str,
+                 post_vectors: np.ndarray, queries: np.ndarray, seconds: float | None = None):
+        """Index the post vectors in a `kind` index, search it with the query members' vectors,
+        and add recall@K per segment with the build, search and training times."""
+        ks = self.ks
+        k_max = min(max(ks), len(self.post_ids))
+        cfg = dataclasses.replace(self.retrieval_cfg, index=kind, top_k=k_max)
         t_build = time.perf_counter()
-        index = PostIndex(post_ids, vectors_p, cfg)
+        index = PostIndex(self.post_ids, post_vectors, cfg)
         t_search = time.perf_counter()
-        retrieved = index.search(query_members, queries, k_max)
+        retrieved = index.search(self.query_members, queries, k_max)
         t_end = time.perf_counter()
-        per_member = recall_per_member(retrieved, held_out, tuple(ks))
-        for r in segment_recall(per_member, segment_of.select("member_id", "segment"), ks):
-            rows.append({"member_vectors": method, "numbers": numbers, "trained": trained,
-                         "index": kind, **r, "build_s": t_search - t_build,
-                         "search_s": t_end - t_search, "train_s": seconds})
+        per_member = recall_per_member(retrieved, self.held_out, tuple(ks))
+        for r in segment_recall(per_member, self.segment_of.select("member_id", "segment"), ks):
+            self.rows.append({"member_vectors": method, "numbers": numbers, "trained": trained,
+                              "index": kind, **r, "build_s": t_search - t_build,
+                              "search_s": t_end - t_search, "train_s": seconds})
         log.info("%s %s %s %s: recall@%d %.3f", method, numbers, trained, kind, ks[-1],
-                 rows[-3][f"recall@{ks[-1]}"])
+                 self.rows[-3][f"recall@{ks[-1]}"])
 
-    # 3. History vectors on every index type (and the other fallbacks on the exact index).
+
+def _history_methods(grid: _Grid, history: MemberHistory, post_vectors: np.ndarray,
+                     profile_vectors: np.ndarray, split_h: float, sweep: SweepConfig) -> None:
+    """Step 3: history vectors with each fallback; the first on every index type, the others
+    on the exact index only."""
+    query_members = grid.query_members
     for i, fb in enumerate(sweep.history_fallbacks):
         queries, _ = history.vectors_at(query_members, np.full(len(query_members), split_h),
                                         fallback=profile_vectors if fb == "profile" else None)
         for kind in (sweep.indexes if i == 0 else sweep.indexes[:1]):
-            evaluate(f"history ({fb} fallback)", "-", "-", index_type(kind), post_vectors, queries)
+            grid.evaluate(f"history ({fb} fallback)", "-", "-", index_type(kind), post_vectors,
+                          queries)
 
-    # 4. Dual encoder: raw vs quantized numbers, untrained vs trained (exact index).
-    probe_rows = []
+
+def _dual_encoder_method(grid: _Grid, world: World, split: TimeSplit, sweep: SweepConfig, numbers: str,
+                         seed: int) -> list[dict]:
+    """Step 4 for one way of writing numbers: the dual encoder untrained and (when
+    sweep.train_dual_encoder) trained, on the exact index; returns their number-probe rows."""
+    posts, members = world.posts, world.members
     all_members = members.sort("member_id")
-    for numbers in sweep.dual_encoder_numbers:
-        de_cfg = dataclasses.replace(sweep.dual_encoder, engagement=sweep.engagement,
-                                     prompt=dataclasses.replace(sweep.dual_encoder.prompt,
-                                                                numbers=numbers))
-        encoder = DualEncoder(de_cfg)
-        prompts = member_prompts_at(train_imps, posts, members, all_members["member_id"].to_numpy(),
-                                    split_h, de_cfg)
-        is_query = np.isin(all_members["member_id"].to_numpy(), query_members)
-        stages = [("untrained", None)]
-        if sweep.train_dual_encoder:
-            stages.append(("trained", de_cfg))
-        for stage, train_cfg in stages:
-            seconds = None
-            if train_cfg is not None:
-                t = time.perf_counter()
-                examples = training_examples(train_imps, posts, members, train_cfg)
-                train_dual_encoder(encoder, examples, posts, train_cfg)
-                seconds = time.perf_counter() - t
-            member_vectors = encoder.embed_members(prompts)
-            evaluate("dual encoder", numbers, stage, "Flat", encoder.embed_posts(posts),
-                     member_vectors[is_query], seconds)
-            probe_rows.append({"member_vectors": "dual encoder", "numbers": numbers,
-                               "trained": stage, **number_probe(member_vectors, all_members,
-                                                                sweep.probe_folds, world_cfg.seed)})
-    timings["total"] = time.perf_counter() - t0
-
-    table = pl.DataFrame(rows)
-    probe = pl.DataFrame(probe_rows) if probe_rows else pl.DataFrame()
-    result = {"table": table, "number_probe": probe, "timings": timings,
-              "world": {"posts": len(post_ids), "members": members.height,
-                        "impressions": imps.height, "query_members": len(query_members),
-                        "held_out": held_out.height, "split": str(split_time)}}
-    write_tables(result, output_dir)
-    return result
+    de_cfg = dataclasses.replace(sweep.dual_encoder, engagement=sweep.engagement,
+                                 prompt=dataclasses.replace(sweep.dual_encoder.prompt,
+                                                            numbers=numbers))
+    encoder = DualEncoder(de_cfg)
+    prompts = member_prompts_at(split.train, posts, members, all_members["member_id"].to_numpy(),
+                                split.split_hours, de_cfg)
+    is_query = np.isin(all_members["member_id"].to_numpy(), grid.query_members)
+    stages = [("untrained", None)] + ([("trained", de_cfg)] if sweep.train_dual_encoder else [])
+    probe_rows = []
+    for stage, train_cfg in stages:
+        seconds = None
+        if train_cfg is not None:
+            t = time.perf_counter()
+            examples = training_examples(split.train, posts, members, train_cfg)
+            train_dual_encoder(encoder, examples, posts, train_cfg)
+            seconds = time.perf_counter() - t
+        member_vectors = encoder.embed_members(prompts)
+        grid.evaluate("dual encoder", numbers, stage, "Flat", encoder.embed_posts(posts),
+                      member_vectors[is_query], seconds)
+        probe_rows.append({"member_vectors": "dual encoder", "numbers": numbers, "trained": stage,
+                           **number_probe(member_vectors, all_members, sweep.probe_folds, seed)})
+    return probe_rows
 
 
 def write_tables(result: dict, output_dir: str | Path) -> None:

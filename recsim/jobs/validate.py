@@ -137,62 +137,106 @@ def run_seed(seed: int, corpus: pl.DataFrame, metric: str = "click", n_boot: int
     # 1. World; requests split in time (request ids follow time).
     world = build_world(cfg, corpus)
     a = seed_arrays(world)
-    n_req, n_slots = a.shown.shape
+    n_req = a.shown.shape[0]
     train = np.arange(n_req) < n_req // 2
     ev = ~train
+    e = _requests(a, ev)  # the evaluated half
 
     # 2. Each policy's conditionals of the logged slates and its marginals per slot.
     behaviour = logging_policy(cfg)  # the world's logging policy
     target_policy = slates.plackett_luce(temperature)
-    scores = policy_scores(world, a, rng, noise)
-    shown = a.shown[ev]
-    logging_marginal = slate_offline.logging_marginals(behaviour, a.logging_score[ev], shown,
-                                                      n_samples // 4, rng)
-    targets = {role: slate_offline.target_slate(target_policy, s[ev], shown, n_samples, rng)
-               for role, s in scores.items()}
-    marginals = {role: target.marginals for role, target in targets.items()}
+    scores = {role: s[ev] for role, s in policy_scores(world, a, rng, noise).items()}
+    logging_marginal, marginals, targets = _marginals(behaviour, target_policy, e, scores,
+                                                      n_samples, rng)
 
     # 3. Reward model on the first half.
     q, observed = fit_reward_model(world, a, train, metric)
-    q_top = q(a.logging_score[ev], 0)  # [R_ev, C] at slot 1
 
     # 4. Offline lifts.
-    members = world.truth.member_ids[a.member[ev]]
-    logged = a.logging_score[ev]
-    base = pl.DataFrame({
-        "request_id": np.repeat(a.request_id[ev], n_slots),
+    members = world.truth.member_ids[e.member]
+    logged = _logged_slates(behaviour, e, members, logging_marginal, observed[ev])
+    q_top = q(e.logging_score, 0)  # [R_ev, C] at slot 1
+    top_logging = behaviour(e.logging_score)(np.ones(e.logging_score.shape, bool))
+    frames = {role: _policy_frames(logged, targets[role], e, q_top, top_logging)
+              for role in scores}
+    lifts = _offline_lifts(frames, Bootstrap(n_boot, seed))
+
+    # 5. Truth: marginals times the user model's expected reward (top slot, and the whole slate).
+    truth = _true_values(world, e, marginals, metric)
+    true_lift = {k: truth["treatment"][k] / truth["control"][k] - 1 for k in ("top", "slate")}
+    return {"seed": seed, "n_requests": int(ev.sum()), "n_members": int(np.unique(members).size),
+            "true_lift": true_lift, "truth": truth,
+            "estimates": _estimate_records(lifts, truth, true_lift)}
+
+
+def _requests(a: SeedArrays, rows: np.ndarray) -> SeedArrays:
+    """The requests selected by the boolean mask `rows`."""
+    return dataclasses.replace(
+        a, request_id=a.request_id[rows], member=a.member[rows], hours=a.hours[rows],
+        cand=a.cand[rows], logging_score=a.logging_score[rows], shown=a.shown[rows])
+
+
+def _marginals(behaviour: slates.SlatePolicy, target_policy: slates.SlatePolicy, e: SeedArrays,
+               scores: dict[str, np.ndarray], n_samples: int, rng: np.random.Generator
+               ) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
+    """The logging policy's marginal of each logged post [R, S], each target policy's marginal
+    of every candidate at every slot [R, S, C], and its slate_offline.TargetSlate (the
+    marginal and the conditional of each logged post)."""
+    logging_marginal = slate_offline.logging_marginals(behaviour, e.logging_score, e.shown,
+                                                      n_samples // 4, rng)
+    targets = {role: slate_offline.target_slate(target_policy, s, e.shown, n_samples, rng)
+               for role, s in scores.items()}
+    return logging_marginal, {role: t.marginals for role, t in targets.items()}, targets
+
+
+def _logged_slates(behaviour: slates.SlatePolicy, e: SeedArrays, members: np.ndarray,
+                   logging_marginal: np.ndarray, reward: np.ndarray) -> pl.DataFrame:
+    """One row per logged impression: its request, member, slot, propensities and reward."""
+    n_slots = e.shown.shape[1]
+    return pl.DataFrame({
+        "request_id": np.repeat(e.request_id, n_slots),
         "member_id": np.repeat(members, n_slots),
-        "position": np.tile(np.arange(1, n_slots + 1, dtype=np.int32), ev.sum()),
-        "propensity": slates.logged_conditionals(behaviour, logged, shown).ravel(),
+        "position": np.tile(np.arange(1, n_slots + 1, dtype=np.int32), len(e.request_id)),
+        "propensity": slates.logged_conditionals(behaviour, e.logging_score, e.shown).ravel(),
         "logging_marginal": logging_marginal.ravel(),
-        "reward": observed[ev].ravel(),
+        "reward": reward.ravel(),
     })
-    top_logging = behaviour(logged)(np.ones(logged.shape, bool))
-    frames = {}
-    for role in scores:
-        slate = base.with_columns(
-            target_prob=targets[role].target_prob.ravel(),
-            target_marginal=targets[role].target_marginal.ravel())
-        top1 = marginals[role][:, 0]  # [R_ev, C] exact
-        frames[role] = (slate, slate.filter(pl.col("position") == 1).with_columns(
-            reward_hat=np.take_along_axis(q_top, shown[:, :1], axis=1)[:, 0],
-            target_reward_hat=(top1 * q_top).sum(axis=1),
-            unsupported_mass=(top1 * (top_logging == 0)).sum(axis=1)))
-    boot = Bootstrap(n_boot, seed)
+
+
+def _policy_frames(logged: pl.DataFrame, target, e: SeedArrays, q_top: np.ndarray,
+                   top_logging: np.ndarray) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(every slot, top slot only) of the log with one target policy's probabilities
+    (`target`: slate_offline.TargetSlate); the top-slot frame also carries the reward model's
+    predictions and the unsupported mass."""
+    slate = logged.with_columns(target_prob=target.target_prob.ravel(),
+                                target_marginal=target.target_marginal.ravel())
+    top1 = target.marginals[:, 0]  # [R_ev, C] exact
+    return slate, slate.filter(pl.col("position") == 1).with_columns(
+        reward_hat=np.take_along_axis(q_top, e.shown[:, :1], axis=1)[:, 0],
+        target_reward_hat=(top1 * q_top).sum(axis=1),
+        unsupported_mass=(top1 * (top_logging == 0)).sum(axis=1))
+
+
+def _offline_lifts(frames: dict[str, tuple[pl.DataFrame, pl.DataFrame]], boot: Bootstrap) -> dict:
+    """Treatment over control: top-slot estimators on slot 1, slate estimators on all slots."""
     lifts = ab.offline_lifts(list(TOP_SLOT_ESTIMATORS), frames["control"][1],
                              frames["treatment"][1], boot)
     lifts |= ab.offline_lifts(list(SLATE_ESTIMATORS), frames["control"][0],
                               frames["treatment"][0], boot)
+    return lifts
 
-    # 5. Truth: marginals times the user model's expected reward (top slot, and the whole slate).
-    expected = expected_rewards(world, dataclasses.replace(
-        a, request_id=a.request_id[ev], member=a.member[ev], hours=a.hours[ev], cand=a.cand[ev],
-        logging_score=logged, shown=shown), metric, n_slots)
-    truth = {}
-    for role, marg in marginals.items():
-        truth[role] = {"top": float((marg[:, 0] * expected[:, 0]).sum(axis=1).mean()),
-                       "slate": float((marg * expected).sum(axis=(1, 2)).mean())}
-    true_lift = {k: truth["treatment"][k] / truth["control"][k] - 1 for k in ("top", "slate")}
+
+def _true_values(world: World, e: SeedArrays, marginals: dict[str, np.ndarray],
+                 metric: str) -> dict[str, dict[str, float]]:
+    """Each policy's true value from the user model: on the top slot and over the slate."""
+    expected = expected_rewards(world, e, metric, e.shown.shape[1])
+    return {role: {"top": float((marg[:, 0] * expected[:, 0]).sum(axis=1).mean()),
+                   "slate": float((marg * expected).sum(axis=(1, 2)).mean())}
+            for role, marg in marginals.items()}
+
+
+def _estimate_records(lifts: dict, truth: dict, true_lift: dict) -> list[dict]:
+    """One JSON-able record per estimator: its lift and interval beside the true lift."""
     records = []
     for name, lift in lifts.items():
         level = "slate" if name in SLATE_ESTIMATORS else "top"
@@ -206,8 +250,7 @@ def run_seed(seed: int, corpus: pl.DataFrame, metric: str = "click", n_boot: int
             "ess_treatment": lift.treatment.diagnostics["effective_sample_size"],
             "max_weight_treatment": lift.treatment.diagnostics["max_weight"],
         })
-    return {"seed": seed, "n_requests": int(ev.sum()), "n_members": int(np.unique(members).size),
-            "true_lift": true_lift, "truth": truth, "estimates": records}
+    return records
 
 
 def summarize(seeds: list[dict]) -> pl.DataFrame:

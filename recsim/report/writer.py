@@ -65,10 +65,20 @@ def weight_histogram(weights: np.ndarray, bins: int = 30) -> dict:
 
 
 def _sections(r: dict) -> list[dict]:
-    """Each section: title, paragraphs (before the table), headers, rows, notes (after), figure."""
+    """Each section: title, paragraphs (before the table), headers, rows, notes (after), figure.
+
+    In page order; a section whose data the report lacks (segments, ranker heads) is left out.
+    """
+    sections = [_lifts_section(r), _values_section(r), _segments_section(r),
+                _evidence_section(r), _heads_section(r), _reproduce_section(r)]
+    return [sec for sec in sections if sec is not None]
+
+
+def _lifts_section(r: dict) -> dict:
+    """Each estimator's lift of treatment over control, beside the ground truth."""
     sim, truth = r["sim"], r["truth"]
     level = int(100 * (1 - sim["alpha"]))
-    lifts = {
+    return {
         "title": "Lift of treatment over control",
         "text": [f"Seed {r['seed']}. Metric: **{sim['metric']}** on the feed's top slot, per "
                  f"request, over {sim['n_requests']:,} logged requests of the evaluation period "
@@ -87,7 +97,12 @@ def _sections(r: dict) -> list[dict]:
             f"{truth['treatment']:.4f}", f"**{_pct(truth['lift'])}**", "", "", "", ""]],
         "notes": [], "figure": "lifts",
     }
-    values = {
+
+
+def _values_section(r: dict) -> dict:
+    """Every policy value with its diagnostics, and warnings where the estimates are thin."""
+    truth = r["truth"]
+    return {
         "title": "Policy values",
         "text": [],
         "headers": ["policy", "estimator", "value", "interval", "effective sample size",
@@ -99,53 +114,70 @@ def _sections(r: dict) -> list[dict]:
                   f"{e['diagnostics'].get('mean_weight', float('nan')):.3f}",
                   f"{e['diagnostics'].get('unsupported_mass', 0.0):.3f}"] for e in r["estimates"]]
         + [["logging (truth)", "user model", f"{truth['logging']:.4f}", "", "", "", "", ""]],
-        "notes": [], "figure": "weights",
+        "notes": _values_notes(r["estimates"]), "figure": "weights",
     }
-    thin = sorted({e["policy"] for e in r["estimates"]
+
+
+def _values_notes(estimates: list[dict]) -> list[str]:
+    """Warnings for policies with a small effective sample size or unsupported mass."""
+    notes = []
+    thin = sorted({e["policy"] for e in estimates
                    if e["diagnostics"]["effective_sample_size"] < MIN_EFFECTIVE_SAMPLE_SIZE})
     if thin:
-        values["notes"].append(
+        notes.append(
             f"**Warning**: effective sample size below {MIN_EFFECTIVE_SAMPLE_SIZE} for "
             f"{', '.join(thin)}: few logged decisions agree with the policy, so its estimates rest "
             "on a handful of rows. Log more requests, or evaluate a stochastic policy "
             "(sim.policy_temperature > 0).")
-    unsupported = sorted({e["policy"] for e in r["estimates"]
+    unsupported = sorted({e["policy"] for e in estimates
                           if e["diagnostics"].get("unsupported_mass", 0.0) > 0})
     if unsupported:
-        values["notes"].append(
+        notes.append(
             f"**Warning**: {', '.join(unsupported)} put mass on actions the logging policy never "
             "shows; importance-weighted estimates cannot see that mass and are biased.")
-    values["notes"].append("The logging rows are a sanity check: the on-policy mean of the log "
-                           "against the user model's expectation for the same slates.")
-    sections = [lifts, values]
-    if r.get("segments"):
-        sections.append({
-            "title": "Lift per segment",
-            "text": [f"Estimator {sim.get('segment_estimator', '')}; new members have tenure under "
-                     "90 days; activity terciles. Intervals at level alpha / m and p-values "
-                     f"Holm-adjusted over the {len(r['segments'])} segments."],
-            "headers": ["segment", "value", "requests", "lift", "interval", "p (Holm)"],
-            "rows": [[sg["segment"], sg["value"], f"{sg['control']['n']:,}", _pct(sg["lift"]),
-                      f"[{_pct(sg['ci_low'])}, {_pct(sg['ci_high'])}]", f"{sg['p_adjusted']:.3f}"]
-                     for sg in r["segments"]],
-            "notes": [], "figure": "segments",
-        })
+    notes.append("The logging rows are a sanity check: the on-policy mean of the log "
+                 "against the user model's expectation for the same slates.")
+    return notes
+
+
+def _segments_section(r: dict) -> dict | None:
+    """The lift per member segment, Holm-adjusted; None when the report has no segments."""
+    if not r.get("segments"):
+        return None
+    return {
+        "title": "Lift per segment",
+        "text": [f"Estimator {r['sim'].get('segment_estimator', '')}; new members have tenure "
+                 "under 90 days; activity terciles. Intervals at level alpha / m and p-values "
+                 f"Holm-adjusted over the {len(r['segments'])} segments."],
+        "headers": ["segment", "value", "requests", "lift", "interval", "p (Holm)"],
+        "rows": [[sg["segment"], sg["value"], f"{sg['control']['n']:,}", _pct(sg["lift"]),
+                  f"[{_pct(sg['ci_low'])}, {_pct(sg['ci_high'])}]", f"{sg['p_adjusted']:.3f}"]
+                 for sg in r["segments"]],
+        "notes": [], "figure": "segments",
+    }
+
+
+def _recall_text(recall: dict) -> str:
+    return ", ".join(f"recall@{k} {v:.3f}" for k, v in recall.items())
+
+
+def _evidence_section(r: dict) -> dict:
+    """Retrieval recall and each ranker's offline metrics, and the world's size."""
     rec = r["retrieval"]
-    recall_text = lambda recall: ", ".join(f"recall@{k} {v:.3f}" for k, v in recall.items())
     by_policy = rec.get("recall_by_policy", {})
-    per_encoder = ([f"With {name}'s post embeddings: {recall_text(recall)}."
+    per_encoder = ([f"With {name}'s post embeddings: {_recall_text(recall)}."
                     for name, recall in by_policy.items()]
                    if len({json.dumps(v) for v in by_policy.values()}) > 1 else [])
-    sections.append({
+    return {
         "title": "Evidence",
         "text": [f"Retrieval ({rec['index']} index over {rec['n_posts']:,} posts, member vectors "
                  f"from engagement history, {rec['n_members']:,} members with held-out clicks): "
-                 + recall_text(rec["recall"]), *per_encoder],
+                 + _recall_text(rec["recall"]), *per_encoder],
         "headers": ["ranker", "features", "post encoder", "AUC", "log loss", "normalized entropy",
                     "calibration"],
         "rows": [[name, ", ".join(m["features"]), m.get("encoder", "default")
-                  + (f" (prefix {m['text_prefix']!r})" if m.get("text_prefix") else ""), f"{m['auc']:.4f}",
-                  f"{m['log_loss']:.4f}", f"{m['normalized_entropy']:.4f}",
+                  + (f" (prefix {m['text_prefix']!r})" if m.get("text_prefix") else ""),
+                  f"{m['auc']:.4f}", f"{m['log_loss']:.4f}", f"{m['normalized_entropy']:.4f}",
                   f"{m['calibration']:.3f}" if "calibration" in m else ""]
                  for name, m in r["ranker"].items()],
         "notes": [f"World: {r['world']['posts']:,} posts, {r['world']['members']:,} members, "
@@ -153,36 +185,44 @@ def _sections(r: dict) -> list[dict]:
                   f" Embeddings: {r['embeddings']['model']} ({r['embeddings']['dtype']}, "
                   f"{r['embeddings']['dim']}-d)."],
         "figure": "evidence",
-    })
+    }
+
+
+def _heads_section(r: dict) -> dict | None:
+    """Each ranker head's metrics and each ranker's training; None when no ranker has heads."""
     heads = [(name, head, h) for name, m in r["ranker"].items()
              for head, h in m.get("heads", {}).items()]
-    if heads:
-        first = next(iter(r["ranker"].values()))
-        sections.append({
-            "title": "Ranker heads",
-            "text": [f"Each ranker is one multi-task {first.get('interaction', 'dlrm').upper()} "
-                     "model with a head per engagement type, trained on the training period "
-                     "(early-stopped on its last part) and evaluated on the evaluation period. "
-                     "Calibration is the sum of predictions over the sum of labels (1 is "
-                     "calibrated); ECE the expected calibration error over 15 bins."],
-            "headers": ["ranker", "head", "base rate", "AUC", "log loss", "normalized entropy",
-                        "calibration", "ECE"],
-            "rows": [[name, head, f"{h['base_rate']:.4f}", f"{h['auc']:.4f}",
-                      f"{h['log_loss']:.4f}", f"{h['normalized_entropy']:.4f}",
-                      f"{h['calibration']:.3f}", f"{h['ece']:.4f}"] for name, head, h in heads],
-            "notes": [f"{name}: {m['steps']} steps, best validation loss at step {m['best_step']}"
-                      f"{' (stopped early)' if m['stopped_early'] else ''}; {m['n_train']:,} "
-                      f"training, {m['n_validation']:,} validation, {m['n_eval']:,} evaluation "
-                      "impressions." for name, m in r["ranker"].items() if "steps" in m],
-        })
-    sections.append({
+    if not heads:
+        return None
+    first = next(iter(r["ranker"].values()))
+    return {
+        "title": "Ranker heads",
+        "text": [f"Each ranker is one multi-task {first.get('interaction', 'dlrm').upper()} "
+                 "model with a head per engagement type, trained on the training period "
+                 "(early-stopped on its last part) and evaluated on the evaluation period. "
+                 "Calibration is the sum of predictions over the sum of labels (1 is "
+                 "calibrated); ECE the expected calibration error over 15 bins."],
+        "headers": ["ranker", "head", "base rate", "AUC", "log loss", "normalized entropy",
+                    "calibration", "ECE"],
+        "rows": [[name, head, f"{h['base_rate']:.4f}", f"{h['auc']:.4f}",
+                  f"{h['log_loss']:.4f}", f"{h['normalized_entropy']:.4f}",
+                  f"{h['calibration']:.3f}", f"{h['ece']:.4f}"] for name, head, h in heads],
+        "notes": [f"{name}: {m['steps']} steps, best validation loss at step {m['best_step']}"
+                  f"{' (stopped early)' if m['stopped_early'] else ''}; {m['n_train']:,} "
+                  f"training, {m['n_validation']:,} validation, {m['n_eval']:,} evaluation "
+                  "impressions." for name, m in r["ranker"].items() if "steps" in m],
+    }
+
+
+def _reproduce_section(r: dict) -> dict:
+    """Data fingerprints, step timings, package versions and the composed config."""
+    return {
         "title": "Reproduce",
         "text": ["Data fingerprints: " + ", ".join(f"{k} `{v}`" for k, v in r["fingerprints"].items()),
                  "Step timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in r["timings"].items()),
                  "Package versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items())],
         "headers": [], "rows": [], "notes": [], "code": r["config_yaml"].rstrip(),
-    })
-    return sections
+    }
 
 
 def render_markdown(r: dict) -> str:

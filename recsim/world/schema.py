@@ -179,6 +179,17 @@ def validate(
     source = str(source)
     if frame.height == 0:
         raise SchemaError(source, [f"{schema.name} table is empty (0 rows)"])
+    problems, typed_ok = _column_problems(frame, schema)
+    problems += _value_problems(frame, schema, typed_ok)
+    problems += _duplicate_problems(frame, schema, typed_ok)
+    problems += _unknown_id_problems(frame, known_ids or {}, typed_ok)
+    if problems:
+        raise SchemaError(source, problems)
+    return frame
+
+
+def _column_problems(frame: pl.DataFrame, schema: TableSchema) -> tuple[list[str], set[str]]:
+    """Missing columns and wrong dtypes; and the columns that are present with their dtype."""
     problems: list[str] = []
     present = frame.collect_schema()
     typed_ok: set[str] = set()
@@ -191,6 +202,12 @@ def validate(
             )
         else:
             typed_ok.add(col.name)
+    return problems, typed_ok
+
+
+def _value_problems(frame: pl.DataFrame, schema: TableSchema, typed_ok: set[str]) -> list[str]:
+    """Nulls where not allowed and values failing a column's check (well-typed columns only)."""
+    problems: list[str] = []
     for col in schema.columns:
         if col.name not in typed_ok:
             continue
@@ -204,6 +221,12 @@ def validate(
                 problems.append(
                     f"column '{col.name}': {bad.len()} {col.problem} (first: {_preview(bad)})"
                 )
+    return problems
+
+
+def _duplicate_problems(frame: pl.DataFrame, schema: TableSchema, typed_ok: set[str]) -> list[str]:
+    """Keys of `schema.unique` that repeat (keys with a column missing or mistyped are skipped)."""
+    problems: list[str] = []
     for key in schema.unique:
         if all(k in typed_ok for k in key):
             dup = frame.select(key).is_duplicated()
@@ -213,16 +236,21 @@ def validate(
                 problems.append(
                     f"column '{what}': {int(dup.sum())} rows with duplicate ids (first: {first})"
                 )
-    for name, ids in (known_ids or {}).items():
+    return problems
+
+
+def _unknown_id_problems(frame: pl.DataFrame, known_ids: dict[str, pl.Series],
+                         typed_ok: set[str]) -> list[str]:
+    """Ids in a column of `known_ids` that are not among the known ones."""
+    problems: list[str] = []
+    for name, ids in known_ids.items():
         if name in typed_ok:
             unknown = frame.filter(~pl.col(name).is_in(ids.implode()))[name].unique()
             if unknown.len():
                 problems.append(
                     f"column '{name}': {unknown.len()} unknown ids (first: {_preview(unknown)})"
                 )
-    if problems:
-        raise SchemaError(source, problems)
-    return frame
+    return problems
 
 
 def read_table(

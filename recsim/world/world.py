@@ -290,6 +290,29 @@ def build_world(cfg: WorldConfig, corpus: pl.DataFrame | None = None) -> World:
     corpus = corpus.sort("post_id")  # row i of the truth arrays is the i-th smallest post_id
 
     # 1. Members and authors, posts with authors and creation times.
+    members, authors, posts, truth = _make_population(cfg, corpus, rng)
+    # 2. Requests: members in proportion to activity, times uniform over the window.
+    req_member, req_time = _draw_requests(cfg, members, rng)
+    # 3. Candidates and the logging policy's slates.
+    cand = _draw_candidates(cfg, rng, truth, req_member, req_time)
+    scores = logging_scores(cfg, truth, authors["popularity"].to_numpy(), req_member, cand, req_time)
+    chosen, propensity = sample_slates(logging_policy(cfg), scores, cfg.slate_size, rng)
+    shown = np.take_along_axis(cand, chosen, axis=1)  # [R, S] post indices
+    # 4. Outcomes from the true user model.
+    outcomes = _sample_outcomes(cfg, rng, truth, req_member, req_time, shown)
+
+    impressions = _impressions_frame(truth, req_member, req_time, shown, propensity, outcomes)
+    candidates = _candidates_frame(cfg, truth, cand, scores)
+    world = World(cfg, posts, members, authors, candidates, impressions, truth)
+    validate_world(world)
+    log.info("world: %d posts, %d members, %d authors, %d requests, %d impressions, CTR %.3f",
+             posts.height, members.height, authors.height, len(req_member), impressions.height,
+             float(outcomes["click"].mean()))
+    return world
+
+
+def _make_population(cfg: WorldConfig, corpus: pl.DataFrame, rng: np.random.Generator):
+    """Step 1: members, authors and posts, and the hidden user model over them."""
     members, interests, member_latent = _make_members(cfg, rng)
     authors, posts, author_latent, post_topic, post_author, quality, created = (
         _make_authors_and_posts(cfg, corpus, rng))
@@ -298,23 +321,24 @@ def build_world(cfg: WorldConfig, corpus: pl.DataFrame | None = None) -> World:
     truth = UserModel(cfg, members["member_id"].to_numpy(), posts["post_id"].to_numpy(),
                       interests, member_latent, author_latent, post_topic, post_author,
                       quality, created, language_gap, post_lang)
+    return members, authors, posts, truth
 
-    # 2. Requests: members in proportion to activity, times uniform over the window.
+
+def _draw_requests(cfg: WorldConfig, members: pl.DataFrame,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Step 2: each request's member row [R] (drawn by activity) and time in hours [R] (sorted)."""
     n_req = max(cfg.n_impressions // cfg.slate_size, 1)
     weight = members["activity_level"].to_numpy() + 0.05
     req_member = rng.choice(cfg.n_members, size=n_req, p=weight / weight.sum())
     req_time = np.sort(rng.random(n_req) * cfg.days * 24)
+    return req_member, req_time
 
-    # 3. Candidates and the logging policy's slates.
-    cand = _draw_candidates(cfg, rng, truth, req_member, req_time)
-    scores = logging_scores(cfg, truth, authors["popularity"].to_numpy(), req_member, cand, req_time)
-    chosen, propensity = sample_slates(logging_policy(cfg), scores, cfg.slate_size, rng)
-    shown = np.take_along_axis(cand, chosen, axis=1)  # [R, S] post indices
 
-    # 4. Outcomes from the true user model.
-    m = np.repeat(req_member[:, None], cfg.slate_size, axis=1)
-    t = np.repeat(req_time[:, None], cfg.slate_size, axis=1)
-    position = np.broadcast_to(np.arange(1, cfg.slate_size + 1), shown.shape)
+def _sample_outcomes(cfg: WorldConfig, rng: np.random.Generator, truth: UserModel,
+                     req_member: np.ndarray, req_time: np.ndarray,
+                     shown: np.ndarray) -> dict[str, np.ndarray]:
+    """Step 4: each shown post's [R, S] click, like, comment, share and dwell seconds."""
+    m, t, position = _per_slot(req_member, req_time, shown)
     probs = truth.outcome_probabilities(m, shown, t, position)
     u_click = rng.random(shown.shape)
     click = u_click < probs["click"]
@@ -325,29 +349,45 @@ def build_world(cfg: WorldConfig, corpus: pl.DataFrame | None = None) -> World:
         rng.lognormal(probs["_mu"], probs["_sigma"]),
         rng.exponential(2.0, size=shown.shape) * probs["_examine"],
     )
+    return {"click": click, "like": like, "comment": comment, "share": share,
+            "dwell_seconds": dwell}
 
-    request_id = np.arange(n_req, dtype=np.int64)
-    impressions = pl.DataFrame({
-        "request_id": np.repeat(request_id, cfg.slate_size),
+
+def _per_slot(req_member: np.ndarray, req_time: np.ndarray,
+              shown: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Member row, time and position (1-based) of every shown post, each [R, S]."""
+    n_slots = shown.shape[1]
+    m = np.repeat(req_member[:, None], n_slots, axis=1)
+    t = np.repeat(req_time[:, None], n_slots, axis=1)
+    position = np.broadcast_to(np.arange(1, n_slots + 1), shown.shape)
+    return m, t, position
+
+
+def _impressions_frame(truth: UserModel, req_member: np.ndarray, req_time: np.ndarray,
+                       shown: np.ndarray, propensity: np.ndarray,
+                       outcomes: dict[str, np.ndarray]) -> pl.DataFrame:
+    """The logged slates, one row per shown post (schema.IMPRESSIONS)."""
+    n_req, n_slots = shown.shape
+    m, t, position = _per_slot(req_member, req_time, shown)
+    return pl.DataFrame({
+        "request_id": np.repeat(np.arange(n_req, dtype=np.int64), n_slots),
         "member_id": truth.member_ids[m.ravel()],
         "post_id": truth.post_ids[shown.ravel()],
         "position": position.ravel().astype(np.int32),
         "timestamp": to_timestamps(t.ravel()),
         "propensity": propensity.ravel(),
-        "click": click.ravel(), "like": like.ravel(), "comment": comment.ravel(),
-        "share": share.ravel(), "dwell_seconds": dwell.ravel(),
+        **{k: v.ravel() for k, v in outcomes.items()},
     })
-    candidates = pl.DataFrame({
-        "request_id": np.repeat(request_id, cfg.n_candidates),
+
+
+def _candidates_frame(cfg: WorldConfig, truth: UserModel, cand: np.ndarray,
+                      scores: np.ndarray) -> pl.DataFrame:
+    """The logging policy's candidates per request, with their scores (schema.CANDIDATES)."""
+    return pl.DataFrame({
+        "request_id": np.repeat(np.arange(len(cand), dtype=np.int64), cfg.n_candidates),
         "post_id": truth.post_ids[cand.ravel()],
         "logging_score": scores.ravel(),
     })
-    world = World(cfg, posts, members, authors, candidates, impressions, truth)
-    validate_world(world)
-    log.info("world: %d posts, %d members, %d authors, %d requests, %d impressions, CTR %.3f",
-             posts.height, members.height, authors.height, n_req, impressions.height,
-             float(click.mean()))
-    return world
 
 
 def validate_world(world: World, source: str = "world") -> None:
