@@ -48,7 +48,7 @@ from recsim.world.corpus import SOURCES, TOPICS, load_corpus
 from recsim.world.schema import CANDIDATES, IMPRESSIONS, MEMBERS, POSTS, validate
 from recsim.world.slates import SlatePolicy, plackett_luce, sample_slates
 from recsim.world.timeline import to_timestamps
-from recsim.world.user_model import UserModel
+from recsim.world.user_model import UserModel, sample_outcomes
 
 log = logging.getLogger(__name__)
 
@@ -339,18 +339,7 @@ def _sample_outcomes(cfg: WorldConfig, rng: np.random.Generator, truth: UserMode
                      shown: np.ndarray) -> dict[str, np.ndarray]:
     """Step 4: each shown post's [R, S] click, like, comment, share and dwell seconds."""
     m, t, position = _per_slot(req_member, req_time, shown)
-    probs = truth.outcome_probabilities(m, shown, t, position)
-    u_click = rng.random(shown.shape)
-    click = u_click < probs["click"]
-    given_click = lambda key: rng.random(shown.shape) < probs[key] / np.maximum(probs["click"], 1e-12)
-    like, comment, share = (click & given_click(k) for k in ("like", "comment", "share"))
-    dwell = np.where(
-        click,
-        rng.lognormal(probs["_mu"], probs["_sigma"]),
-        rng.exponential(2.0, size=shown.shape) * probs["_examine"],
-    )
-    return {"click": click, "like": like, "comment": comment, "share": share,
-            "dwell_seconds": dwell}
+    return sample_outcomes(truth.outcome_probabilities(m, shown, t, position), rng)
 
 
 def _per_slot(req_member: np.ndarray, req_time: np.ndarray,
