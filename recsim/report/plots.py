@@ -46,12 +46,21 @@ def _forest(ax, labels, values, lows, highs, truth=None):
 
 
 def lifts_figure(r: dict) -> str:
-    lifts = r["lifts"]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(lifts) + 1.4))
-    _forest(ax, [lift["estimator"] for lift in lifts], [lift["lift"] for lift in lifts],
-            [lift["ci_low"] for lift in lifts], [lift["ci_high"] for lift in lifts],
-            r["truth"]["lift"])
-    ax.set_title("Lift of treatment over control, 95% interval per estimator")
+    """The online test first, then each offline estimator; a red cross marks the true lift of
+    what each row estimates (the whole slate, or the top slot for the top-slot family)."""
+    online = r["truth"]["online_ab"]
+    rows = [{"estimator": "online test (simulated)", "lift": online["lift"],
+             "ci_low": online["ci_low"], "ci_high": online["ci_high"],
+             "true_lift": r["truth"]["lift"]}] + r["lifts"]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.4))
+    labels = [f"{x['estimator']} ({x['scope']})" if "scope" in x else x["estimator"] for x in rows]
+    _forest(ax, labels, [x["lift"] for x in rows], [x["ci_low"] for x in rows],
+            [x["ci_high"] for x in rows])
+    y = list(range(len(rows)))[::-1]
+    ax.scatter([100 * x["true_lift"] for x in rows], y, marker="x", color="#c0392b", zorder=3,
+               label="true lift (user model)")
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title("Lift of treatment over control, with intervals")
     return _png(fig)
 
 
@@ -72,7 +81,7 @@ def segments_figure(r: dict) -> str:
     seg = r["segments"]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(seg) + 1.4))
     _forest(ax, [f"{s['segment']}={s['value']}" for s in seg], [s["lift"] for s in seg],
-            [s["ci_low"] for s in seg], [s["ci_high"] for s in seg], r["truth"]["lift"])
+            [s["ci_low"] for s in seg], [s["ci_high"] for s in seg], r["truth"]["top_slot"]["lift"])
     ax.set_title("Lift per segment (intervals at alpha / m)")
     return _png(fig)
 
@@ -101,7 +110,8 @@ def evidence_figure(r: dict) -> str:
 
 def report_figures(r: dict) -> dict[str, list[tuple[str, str]]]:
     """Section figure name -> [(base64 PNG, caption)]."""
-    out = {"lifts": [(lifts_figure(r), "Estimated lift per estimator; dashed: the true lift")],
+    out = {"lifts": [(lifts_figure(r), "The simulated online test and each offline estimator, "
+                      "with its interval; crosses: the true lift of what the row estimates")],
            "evidence": [(evidence_figure(r), "Retrieval recall@K and ranker metrics")]}
     if r.get("weights"):
         out["weights"] = [(weights_figure(r), "Distribution of importance weights per policy")]

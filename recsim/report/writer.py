@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from recsim.report.answer import answer_section, funnel_section
 from recsim.report.tables import markdown_table
 
 MIN_EFFECTIVE_SAMPLE_SIZE = 100  # below this, the report warns that an estimate is thin
@@ -69,33 +70,44 @@ def _sections(r: dict) -> list[dict]:
 
     In page order; a section whose data the report lacks (segments, ranker heads) is left out.
     """
-    sections = [_lifts_section(r), _values_section(r), _segments_section(r),
+    sections = [answer_section(r), _lifts_section(r), funnel_section(r), _values_section(r),
+                _segments_section(r),
                 _evidence_section(r), _heads_section(r), _reproduce_section(r)]
     return [sec for sec in sections if sec is not None]
 
 
 def _lifts_section(r: dict) -> dict:
-    """Each estimator's lift of treatment over control, beside the ground truth."""
+    """Each estimator's lift of treatment over control from the log, beside its ground truth."""
     sim, truth = r["sim"], r["truth"]
     level = int(100 * (1 - sim["alpha"]))
+    online = truth["online_ab"]
     return {
-        "title": "Lift of treatment over control",
-        "text": [f"Seed {r['seed']}. Metric: **{sim['metric']}** on the feed's top slot, per "
-                 f"request, over {sim['n_requests']:,} logged requests of the evaluation period "
-                 f"({sim['n_members']:,} members). Intervals: {level}% bootstrap over members "
-                 f"({sim['n_bootstrap']} replicates; members are resampled, not impressions). "
-                 "MDE: the smallest relative lift this log detects with 80% power."],
-        "headers": ["estimator", "control", "treatment", "lift", "interval", "p-value", "MDE",
-                    "true lift inside?"],
-        "rows": [[lift["estimator"], f"{lift['control']['value']:.4f}",
-                  f"{lift['treatment']['value']:.4f}", _pct(lift["lift"]),
-                  f"[{_pct(lift['ci_low'])}, {_pct(lift['ci_high'])}]", f"{lift['p_value']:.3f}",
-                  f"{100 * lift.get('mde', float('nan')):.1f}%",
-                  "yes" if lift["ci_low"] <= truth["lift"] <= lift["ci_high"] else "NO"]
-                 for lift in r["lifts"]]
-        + [["**ground truth** (online, user model)", f"{truth['control']:.4f}",
-            f"{truth['treatment']:.4f}", f"**{_pct(truth['lift'])}**", "", "", "", ""]],
-        "notes": [], "figure": "lifts",
+        "title": "Offline estimates from the log",
+        "text": [f"Seed {r['seed']}. Metric: **{sim['metric']}** per request over "
+                 f"{sim['n_requests']:,} logged requests of the evaluation period "
+                 f"({sim['n_members']:,} members): the top-slot family compares the policy's first "
+                 "slot with the logged first slot; slate estimators use every logged slot. "
+                 f"Intervals: {level}% bootstrap over members ({sim['n_bootstrap']} replicates). "
+                 "MDE: the smallest relative lift this log detects with 80% power. p-values only "
+                 "where the estimate's status is ok."],
+        "headers": ["estimator", "scope", "control", "treatment", "lift", "interval", "p-value",
+                    "MDE", "true lift", "inside?", "status"],
+        "rows": [["online test (simulated)", "slate", f"{online['control_mean']:.4f}",
+                  f"{online['treatment_mean']:.4f}", _pct(online["lift"]),
+                  f"[{_pct(online['ci_low'])}, {_pct(online['ci_high'])}]",
+                  f"{online['p_value']:.3f}", f"{100 * online['mde']:.1f}%", _pct(truth["lift"]),
+                  "yes" if online["ci_low"] <= truth["lift"] <= online["ci_high"] else "NO", "ok"]]
+        + [[lift["estimator"], lift.get("scope", "top slot"), f"{lift['control']['value']:.4f}",
+            f"{lift['treatment']['value']:.4f}", _pct(lift["lift"]),
+            f"[{_pct(lift['ci_low'])}, {_pct(lift['ci_high'])}]",
+            f"{lift['p_value']:.3f}" if lift.get("status", "ok") == "ok" else "-",
+            f"{100 * lift.get('mde', float('nan')):.1f}%", _pct(lift["true_lift"]),
+            "yes" if lift["ci_low"] <= lift["true_lift"] <= lift["ci_high"] else "NO",
+            lift.get("status", "ok")]
+           for lift in r["lifts"]],
+        "notes": [f"True lifts: whole slate {_pct(truth['lift'])}, top slot "
+                  f"{_pct(truth['top_slot']['lift'])} (the user model's expectation)."],
+        "figure": "lifts",
     }
 
 
@@ -113,7 +125,8 @@ def _values_section(r: dict) -> dict:
                   f"{e['diagnostics']['max_weight']:.1f}",
                   f"{e['diagnostics'].get('mean_weight', float('nan')):.3f}",
                   f"{e['diagnostics'].get('unsupported_mass', 0.0):.3f}"] for e in r["estimates"]]
-        + [["logging (truth)", "user model", f"{truth['logging']:.4f}", "", "", "", "", ""]],
+        + [["logging (truth, top slot)", "user model", f"{truth['logging']:.4f}", "", "", "", "",
+            ""]],
         "notes": _values_notes(r["estimates"]), "figure": "weights",
     }
 

@@ -30,6 +30,12 @@ def _check(metric: str, weights: dict | None) -> dict:
     return weights
 
 
+def engagement_event(metric: str) -> str:
+    """The boolean outcome that counts as engaging with a post under `metric`: the metric's own
+    action, else a click (member histories and retrieval recall are built from it)."""
+    return metric if metric in ACTIONS else "click"
+
+
 def observed(metric: str, weights: dict | None = None) -> pl.Expr:
     """The metric as a Float64 expression over an impressions frame."""
     weights = _check(metric, weights)
