@@ -16,7 +16,7 @@ The frames every later step reads (R requests, S slots):
 
     slates   request_id, post_id, position (1..S), prob   the policy's probability of the post
                                                             at the position
-    served   request_id, post_id, position               one slate per request (prob 1)
+    served   request_id, post_id, position, prob (= 1)   one slate per request
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class FunnelOutput:
 
     candidates: pl.DataFrame  # request_id, post_id, logged, score, click_prob
     slates: pl.DataFrame  # request_id, post_id, position, prob
-    served: pl.DataFrame  # request_id, post_id, position
+    served: pl.DataFrame  # request_id, post_id, position, prob (= 1): the slate shown online
     seconds: dict[str, float] = field(default_factory=dict)  # per stage: candidates, scoring, slate
 
 
@@ -89,6 +89,7 @@ def plackett_luce_slates(scored: pl.DataFrame, slate_size: int, temperature: flo
     served = pl.DataFrame({
         "request_id": np.repeat(padded.request_id, n_slots), "post_id": picked.ravel(),
         "position": np.tile(np.arange(1, n_slots + 1, dtype=np.int32), len(picked)),
+        "prob": 1.0,
     }).filter(pl.col("post_id") >= 0)
     return marginals, served
 
@@ -102,7 +103,7 @@ def serve(candidates: pl.DataFrame, requests: pl.DataFrame, scorer: Callable, sl
     start = time.perf_counter()
     if temperature == 0:
         slates = top_slates(scored, slate_size)
-        served = slates.select("request_id", "post_id", "position")
+        served = slates
     else:
         slates, served = plackett_luce_slates(scored, slate_size, temperature, n_samples, seed)
     return FunnelOutput(scored, slates, served,
