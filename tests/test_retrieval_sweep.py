@@ -56,4 +56,4 @@ def test_unknown_index_type_in_the_sweep_fails_before_any_work(tmp_path):
         cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
         timeout=300)
     assert proc.returncode != 0
-    assert "retrieval.index: unknown index type 'ScaNN'" in proc.stderr
+    assert "retrieval_sweep.indexes: unknown index type 'ScaNN'" in proc.stderr

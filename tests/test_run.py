@@ -30,22 +30,34 @@ def test_debug_run_end_to_end_writes_a_complete_report(tmp_path):
     markdown = (tmp_path / "report.md").read_text()
 
     names = {lift["estimator"] for lift in report["lifts"]}
-    assert names == {"replay", "ips", "clipped_ips", "snips", "dm", "dr", "sndr"}
+    assert names == {"replay", "ips", "clipped_ips", "snips", "dm", "dr", "sndr", "iips"}
     html = (tmp_path / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 3 and "ground truth" in html
+    assert html.count("data:image/png;base64,") >= 3 and "simulated online A/B" in html
     assert "<script" not in html and "<link" not in html and 'src="http' not in html
+    truth = report["truth"]
     for lift in report["lifts"]:
         assert lift["ci_low"] <= lift["ci_high"]
         assert 0.0 <= lift["p_value"] <= 1.0
+        assert lift["status"] == "ok"  # both default policies rank the logged candidates
+        scope_truth = truth["lift"] if lift["scope"] == "slate" else truth["top_slot"]["lift"]
+        assert lift["true_lift"] == scope_truth
         for role in ("control", "treatment"):
             est = lift[role]
             assert est["ci_low"] <= est["ci_high"]
             if lift["estimator"] not in ("dr", "sndr"):  # a DR correction can go below 0
                 assert 0.0 <= est["ci_low"]
-            assert est["n"] == report["sim"]["n_requests"] > 0
-    truth = report["truth"]
-    assert 0 < truth["control"] < 1 and 0 < truth["treatment"] < 1
+            if lift["scope"] == "top slot":
+                assert est["n"] == report["sim"]["n_requests"] > 0
+    assert truth["control"] > 0 and truth["treatment"] > 0
     assert truth["lift"] == pytest.approx(truth["treatment"] / truth["control"] - 1)
+    assert truth["per_action"]["control"]["metric"] == truth["control"]  # metric = click here
+    online = truth["online_ab"]
+    assert online["ci_low"] <= online["lift"] <= online["ci_high"]
+    assert online["n_requests_control"] + online["n_requests_treatment"] == report["sim"]["n_requests"]
+    for name, funnel in report["funnel"].items():
+        assert funnel["source"] == "logged" and funnel["candidates_per_request"] == 40
+        assert funnel["slate_share_logged"] == pytest.approx(1.0)
+        assert report["support"][name]["status"] == "full support"
     for value in report["retrieval"]["recall"].values():
         assert 0.0 <= value <= 1.0
     recalls = list(report["retrieval"]["recall"].values())
@@ -56,9 +68,27 @@ def test_debug_run_end_to_end_writes_a_complete_report(tmp_path):
     assert report["versions"]["torchrec"] == "1.8.0"
     assert report["config"]["world"]["n_members"] == 300
     assert set(report["fingerprints"]) == {"posts", "members", "impressions", "candidates"}
-    assert "ground truth" in markdown and "recall@10" in markdown and "seed: 0" in markdown
+    assert "The answer: simulated online A/B" in markdown.split("\n## ")[1]  # the answer first
+    assert "recall@10" in markdown and "seed: 0" in markdown
     # The tiny debug log leaves few decisions that agree with a deterministic policy.
     assert "effective sample size below" in markdown
+
+
+def test_a_retrieval_policy_is_served_from_faiss_and_its_offline_estimates_say_biased(tmp_path):
+    _run(tmp_path, "experiment=debug", "sim.treatment.source=retrieval", "sim.treatment.top_k=60",
+         "sim.treatment.exclude_seen=true", "sim.n_bootstrap=50")
+    report = json.loads((tmp_path / "report.json").read_text())
+    treatment = report["sim"]["treatment"]
+    funnel = report["funnel"][treatment]
+    assert funnel["source"] == "retrieval" and funnel["candidates_per_request"] == 60
+    assert 0 < funnel["slate_share_logged"] < 1
+    support = report["support"][treatment]
+    assert support["support"] < 1 and support["status"].startswith("partial support")
+    assert all(lift["status"].startswith("partial support") for lift in report["lifts"])
+    markdown = (tmp_path / "report.md").read_text()
+    assert "retrieval (Flat, K=60, unseen)" in markdown
+    assert report["truth"]["lift"] == pytest.approx(
+        report["truth"]["treatment"] / report["truth"]["control"] - 1)
 
 
 def test_bad_config_fails_clearly_and_writes_nothing(tmp_path):

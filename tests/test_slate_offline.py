@@ -9,8 +9,8 @@ import pytest
 
 from recsim.ope import ab
 from recsim.ope.estimators import Bootstrap, evaluate
-from recsim.ope.slate_offline import (decisions_support, slate_decisions, slate_marginals, support,
-                                      support_status)
+from recsim.ope.slate_offline import slate_decisions, slate_marginals
+from recsim.ope.support import decisions_support, support, support_status
 from recsim.world import slates
 
 LN2, LN3 = math.log(2), math.log(3)

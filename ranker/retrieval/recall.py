@@ -17,7 +17,8 @@ import numpy as np
 import polars as pl
 
 from ranker.retrieval.history import MemberHistory
-from ranker.retrieval.index import PostIndex, RetrievalConfig
+from ranker.retrieval.config import RetrievalConfig
+from ranker.retrieval.index import PostIndex
 
 log = logging.getLogger(__name__)
 

@@ -110,14 +110,20 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
     report = build_report(RunResults(cfg, sim, world_cfg, embed_cfg, retrieval_cfg, ranker_cfg,
                                      world, post_vectors, retrieval, rankers, served, offline,
                                      truth, timings, engaged))
-    paths = write_report(report, output_dir)
-    log.info("report: %s", paths["html"])
-    log.info("true slate lift %+.2f%%; online test %+.2f%% [%+.2f%%, %+.2f%%]", 100 * truth.lift,
-             100 * truth.online_ab.lift, 100 * truth.online_ab.ci_low, 100 * truth.online_ab.ci_high)
-    for lift in offline.lifts:
-        log.info("%s lift %+.2f%% [%+.2f%%, %+.2f%%]", lift.estimator,
-                 100 * lift.lift, 100 * lift.ci_low, 100 * lift.ci_high)
+    log.info("report: %s", write_report(report, output_dir)["html"])
+    _log_summary(report)
     return report
+
+
+def _log_summary(report: dict) -> None:
+    online = report["truth"]["online_ab"]
+    log.info("true slate lift %+.2f%%; online test %+.2f%% [%+.2f%%, %+.2f%%]",
+             100 * report["truth"]["lift"], 100 * online["lift"], 100 * online["ci_low"],
+             100 * online["ci_high"])
+    for lift in report["lifts"]:
+        log.info("%s (%s) lift %+.2f%% [%+.2f%%, %+.2f%%]; true %+.2f%%; %s", lift["estimator"],
+                 lift["scope"], 100 * lift["lift"], 100 * lift["ci_low"], 100 * lift["ci_high"],
+                 100 * lift["true_lift"], lift["status"])
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

@@ -79,7 +79,7 @@ class Schema:
 SCHEMAS = {
     "world": Schema("recsim.world.world.WorldConfig", convert="all"),
     "embeddings": Schema("embeddings.config.ActorPoolConfig"),
-    "retrieval": Schema("ranker.retrieval.index.RetrievalConfig", convert="all"),
+    "retrieval": Schema("ranker.retrieval.config.RetrievalConfig", convert="all"),
     "ranker": Schema("ranker.config.RankerConfig", convert="all"),
     "sim": Schema("recsim.ope.config.SimConfig", convert="all"),
     "report": Schema("recsim.jobs.schemas.ReportConfig", target=False),

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from recsim.ope import ab, estimators, funnel, online, policies, slate_offline
+from recsim.ope import ab, estimators, funnel, online, policies, slate_offline, support
 from recsim.ope.ab import Lift, SegmentLift
 from recsim.ope.bootstrap import Estimate
 from recsim.ope.config import SimConfig
@@ -99,7 +99,7 @@ class OfflineResult:
     segments: list[SegmentLift]
     logging_value: Estimate  # the logging policy on its own log (IPS with target = propensity)
     weights: dict[str, np.ndarray]  # role -> top-slot importance weights
-    support: dict[str, dict]  # role -> {"top_slot": share, "slate": slate_offline.support(...)}
+    support: dict[str, dict]  # role -> {"top_slot": share, "slate": support.decisions_support(...)}
 
 
 def _top_slot_frame(served: Served, role: str, sim: SimConfig) -> pl.DataFrame:
@@ -138,10 +138,10 @@ def estimate_offline(served: Served, sim: SimConfig, impressions: pl.DataFrame,
     on_policy = framed["control"].with_columns(target_prob=pl.col("propensity"))
     logging_value, _ = estimators.estimate("ips", on_policy, boot, sim.alpha)
     weights = {role: (f["target_prob"] / f["propensity"]).to_numpy() for role, f in framed.items()}
-    support = {role: {"top_slot": 1.0 - float(framed[role]["unsupported_mass"].fill_null(0).mean()),
-                      "slate": slate_offline.decisions_support(slate_frames[role])}
-               for role in ROLES}
-    return OfflineResult(lifts, by_segment, logging_value, weights, support)
+    shares = {role: {"top_slot": 1.0 - float(framed[role]["unsupported_mass"].fill_null(0).mean()),
+                     "slate": support.decisions_support(slate_frames[role])}
+              for role in ROLES}
+    return OfflineResult(lifts, by_segment, logging_value, weights, shares)
 
 
 @dataclass

@@ -22,9 +22,9 @@ Step by step (`slate_decisions`; all steps vectorised over requests, in chunks o
     5. slate_decisions     one row per logged shown slot, ready for estimators.evaluate
     6. slate_marginals     the target's (request_id, post_id, position, prob), for the truth
                            (recsim.ope.ab.true_value) and for `support`
-    7. support, decisions_support, support_status
-                           the share of the target's slate on posts the logging policy could
-                           have shown; below 1 the estimates are biased and say so
+    7. support             (recsim/ope/support.py) the share of the target's slate on posts
+                           the logging policy could have shown; below 1 the estimates are
+                           biased and say so
 
 Unavailable candidates: recsim.world.slates starts every slate with all C columns available, so
 padding with -inf scores alone would still get epsilon-uniform mass. `on_finite` wraps a policy
@@ -197,7 +197,7 @@ def _int_keys(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(pl.col(c).cast(pl.Int64) for c in KEY if c in frame.columns)
 
 
-def _check_columns(frame: pl.DataFrame, source: str, needs: tuple[str, ...]) -> None:
+def check_columns(frame: pl.DataFrame, source: str, needs: tuple[str, ...]) -> None:
     missing = [c for c in needs if c not in frame.columns]
     if missing:
         raise ValueError(f"{source}: missing column(s) {missing}")
@@ -208,7 +208,7 @@ def _check_columns(frame: pl.DataFrame, source: str, needs: tuple[str, ...]) -> 
 
 def _check_scored(frame: pl.DataFrame, source: str, score: str) -> None:
     """(request_id, post_id, score): present, no duplicate pair, every score finite."""
-    _check_columns(frame, source, ("request_id", "post_id", score))
+    check_columns(frame, source, ("request_id", "post_id", score))
     dup = frame.filter(pl.struct(KEY).is_duplicated())
     if dup.height:
         first = _first(dup.select(KEY).unique(maintain_order=True))
@@ -240,7 +240,7 @@ def _logged_rows(impressions: pl.DataFrame, candidates: pl.DataFrame, requests: 
                  slate_size: int) -> pl.DataFrame:
     """The impressions of `requests` (request_id), sorted, after checking that every request is
     in the log with slots 1..S and with candidates."""
-    _check_columns(impressions, "impressions",
+    check_columns(impressions, "impressions",
                    ("request_id", "member_id", "post_id", "position", "propensity"))
     _check_scored(candidates, "candidates", "logging_score")
     unlogged = requests.join(impressions.select("request_id").unique(), on="request_id", how="anti")
@@ -347,7 +347,7 @@ def slate_decisions(impressions: pl.DataFrame, candidates: pl.DataFrame,
     _check_policy(policy_scores, temperature, slate_size, epsilon)
     requests = policy_scores.select(pl.col("request_id").cast(pl.Int64)).unique()
     if isinstance(reward_expr, str):
-        _check_columns(impressions, "impressions", (reward_expr,))
+        check_columns(impressions, "impressions", (reward_expr,))
     impressions, candidates = _int_keys(impressions), _int_keys(candidates)
     rows = _logged_rows(impressions, candidates, requests, slate_size)
     padded = pad(policy_scores, candidates, rows)
@@ -387,53 +387,3 @@ def slate_marginals(policy_scores: pl.DataFrame, temperature: float, slate_size:
         "request_id": padded.request_id[r], "post_id": padded.post_id[r, c],
         "position": (s + 1).astype(np.int32), "prob": marg[r, s, c],
     })
-
-
-# --- 7. support -------------------------------------------------------------------------------
-
-
-def _support_dict(per_slot: pl.DataFrame) -> dict:
-    """per_slot: (request_id, position, supported share) -> {support, per_slot, n_requests}."""
-    by_slot = per_slot.group_by("position").agg(pl.col("share").mean()).sort("position")
-    return {"support": float(per_slot["share"].mean()),
-            "per_slot": dict(zip(by_slot["position"].to_list(), by_slot["share"].to_list())),
-            "n_requests": per_slot["request_id"].n_unique()}
-
-
-def support(slot_probs: pl.DataFrame, candidates: pl.DataFrame) -> dict:
-    """The share of the policy's slate on posts the logging policy could have shown there.
-
-    slot_probs: (request_id, post_id, position, prob) from `slate_marginals`. The logging policy
-    explores over all its candidates at every slot, so "could have shown" is "is in the
-    request's logged candidate set". Returns {"support": mean over requests and slots of the
-    supported mass at the slot, "per_slot": {position: mean over requests}, "n_requests"}:
-    1 for a policy over the logged candidates, below 1 when retrieval brings unlogged posts.
-    """
-    _check_columns(slot_probs, "slot_probs", ("request_id", "post_id", "position", "prob"))
-    _check_columns(candidates, "candidates", ("request_id", "post_id"))
-    logged = candidates.select(pl.col(KEY).cast(pl.Int64), logged=pl.lit(True))
-    per_slot = slot_probs.with_columns(pl.col(KEY).cast(pl.Int64)).join(
-        logged, on=KEY, how="left").group_by("request_id", "position").agg(
-        share=(pl.col("prob") * pl.col("logged").fill_null(False)).sum() / pl.col("prob").sum())
-    return _support_dict(per_slot)
-
-
-def decisions_support(decisions: pl.DataFrame) -> dict:
-    """`support` of the target from the frame of `slate_decisions` (its unsupported_slot_mass)."""
-    _check_columns(decisions, "decisions", ("request_id", "position", "unsupported_slot_mass"))
-    return _support_dict(decisions.select("request_id", "position",
-                                          share=1.0 - pl.col("unsupported_slot_mass")))
-
-
-def support_status(share: float | dict, tolerance: float = 1e-6) -> str:
-    """The status of a slate estimate, for the report: "full support", or "partial support
-    (0.63): biased" (the unlogged posts' reward is missing from the estimate), or "no support:
-    no estimate". `share`: a `support` dict or its "support" value."""
-    share = share["support"] if isinstance(share, dict) else float(share)
-    if not np.isfinite(share):
-        raise ValueError(f"support_status: support must be a number in [0, 1], got {share}")
-    if share >= 1 - tolerance:
-        return "full support"
-    if share <= tolerance:
-        return "no support: no estimate"
-    return f"partial support ({share:.2f}): biased"

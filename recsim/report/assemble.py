@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf
 
 from embeddings.encoder import resolve_backend, resolve_device_and_dtype
-from recsim.ope import slate_offline
+from recsim.ope.support import support_status
 from recsim.ope.funnel import funnel_stats
 from recsim.report.writer import fingerprint, package_versions, weight_histogram
 
@@ -75,7 +75,7 @@ def _sim_section(r: RunResults) -> dict:
 def _estimate_sections(r: RunResults, names: dict[str, str]) -> dict:
     lifts = r.offline.lifts
     slate_names = set(r.sim.slate_estimators)
-    status = {role: slate_offline.support_status(r.offline.support[role]["slate"]) for role in names}
+    status = {role: support_status(r.offline.support[role]["slate"]) for role in names}
     partial = [names[role] for role, s in status.items() if s != "full support"]
 
     def lift_row(lift) -> dict:
@@ -108,7 +108,7 @@ def _truth_section(r: RunResults) -> dict:
 
 def _support_section(r: RunResults, names: dict[str, str]) -> dict:
     return {names[role]: {"top_slot": s["top_slot"], **s["slate"],
-                          "status": slate_offline.support_status(s["slate"])}
+                          "status": support_status(s["slate"])}
             for role, s in r.offline.support.items()}
 
 
