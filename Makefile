@@ -24,6 +24,7 @@ bench: setup
 	$(PY) benchmarks/bench_estimators.py
 	$(PY) benchmarks/bench_embeddings.py
 	$(PY) benchmarks/bench_ranker.py
+	$(PY) benchmarks/bench_funnel.py  # retrieval + features + ranker + slate, batched vs one at a time: about 1.5 minutes
 	$(PY) benchmarks/bench_nearline.py  # a 10-minute stream
 	$(PY) benchmarks/bench_retrieval.py  # 1M vectors, top-2000: about 10 minutes
 
