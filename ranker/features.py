@@ -93,6 +93,18 @@ def project(vectors: np.ndarray, basis: np.ndarray | None) -> np.ndarray:
     return out
 
 
+def _distinct_pairs(m: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """([U] first row of each distinct (m, t) pair, [B] its pair for every row): rows[first]
+    [inverse] gives every row back."""
+    order = np.lexsort((t, m))
+    new = np.ones(len(m), dtype=bool)
+    new[1:] = (m[order][1:] != m[order][:-1]) | (t[order][1:] != t[order][:-1])
+    group = np.cumsum(new) - 1
+    inverse = np.empty(len(m), dtype=np.int64)
+    inverse[order] = group
+    return order[new], inverse
+
+
 @dataclass
 class FeatureSpace:
     """Lookup tables shared by training and scoring (built once per world and encoder)."""
@@ -200,16 +212,19 @@ class FeatureSpace:
             lengths=torch.from_numpy(np.concatenate([lengths[k] for k in keys]).astype(np.int32)),
         )
 
-        # Dense, in group order.
+        # Dense, in group order. Member-side features are computed once per distinct (member,
+        # time): a request's K candidates share them (the funnel scores thousands per request).
         parts = []
         if "member_embedding" in self.groups or "cosine" in self.groups:
-            member_vectors, _ = self.history.vectors_at(member_ids, t)
+            first, inverse = _distinct_pairs(m, t)
+            member_vectors, _ = self.history.vectors_at(member_ids[first], t[first])
         if "post_embedding" in self.groups:
             parts.append(self.post_reduced[p])
         if "member_embedding" in self.groups:
-            parts.append(project(member_vectors, self.projection))
+            parts.append(project(member_vectors, self.projection)[inverse])
         if "cosine" in self.groups:
-            parts.append(np.einsum("bd,bd->b", self.post_vectors[p], member_vectors)[:, None])
+            parts.append(np.einsum("bd,bd->b", self.post_vectors[p],
+                                   member_vectors[inverse])[:, None])
         if "counts" in self.groups:
             post_keys = self.post_ids[p]
             parts.append(np.column_stack([
