@@ -55,7 +55,7 @@ from _common import report
 from ranker.config import RankerConfig
 from ranker.features import FeatureSpace
 from ranker.model import MultiTaskRanker
-from ranker.retrieval.candidates import RetrievalSource, member_queries
+from ranker.retrieval.candidates import HistoryQueries, RetrievalSource
 from ranker.retrieval.history import MemberHistory
 from ranker.retrieval.index import RetrievalConfig
 from ranker.train import score_candidates
@@ -105,8 +105,7 @@ class OneAtATime:
         """[slate_size] post ids of one request's slate; adds each stage's seconds to `split`."""
         start = time.perf_counter()
         src = self.source
-        query, _ = member_queries(src.history, np.array([member_id]), np.array([t_hours]),
-                                  src.profile_vectors)
+        query = src.queries(np.array([member_id]), np.array([t_hours]))
         b = np.floor(t_hours / src.bucket_hours)
         lo, hi = (b + 1) * src.bucket_hours - src.window_days * 24, b * src.bucket_hours
         _, ids = src.index.search_labels(query, self.fetch, created_range=(lo, hi))
@@ -222,8 +221,8 @@ def main() -> None:
     rcfg = RetrievalConfig(index=args.index)
     history = MemberHistory(world.impressions, world.posts["post_id"].to_numpy(), vectors,
                             rcfg.history_halflife_days)
-    source = RetrievalSource.build(world.posts, vectors, history, rcfg, world.impressions,
-                                   wcfg.post_window_days)
+    source = RetrievalSource.build(world.posts, vectors, HistoryQueries(history), rcfg,
+                                   world.impressions, wcfg.post_window_days)
     cfg = RankerConfig()
     space = FeatureSpace.build(GROUPS, world.posts, vectors, world.members, history,
                                world.impressions, cfg.recent_k, cfg.embedding_dims,

@@ -133,3 +133,28 @@ def test_retrieved_candidates_are_marked_logged_only_when_in_the_log(small_world
     marked = funnel.mark_logged(found, small_world.candidates)
     inside = marked.filter("logged").join(small_world.candidates, on=["request_id", "post_id"], how="anti")
     assert inside.height == 0 and 0 < marked["logged"].mean() < 1
+
+
+def test_dual_encoder_member_vectors_feed_the_retrieval_source(small_world):
+    """member_vectors=dual_encoder: member prompts at each request's time through the (here
+    untrained, one-layer) dual encoder, searching its own post vectors; live posts only."""
+    from ranker.retrieval.candidates import DualEncoderQueries, RetrievalSource
+    from ranker.retrieval.config import DualEncoderConfig, RetrievalConfig
+    from ranker.retrieval.dual_encoder import DualEncoder
+
+    cfg = DualEncoderConfig(num_layers=1, precision="fp32", prompt_max_length=48, post_max_length=24)
+    encoder = DualEncoder(cfg)
+    posts = small_world.posts.head(600)
+    source = RetrievalSource.build(
+        posts, encoder.embed_posts(posts),
+        DualEncoderQueries(encoder, small_world.impressions, posts, small_world.members),
+        RetrievalConfig(), small_world.impressions, small_world.config.post_window_days)
+    requests = _requests(small_world, n=40)
+    found, seconds = source.candidates(requests, k=10)
+    t = requests.select("request_id", t_hours=hours_since_start(pl.col("timestamp")))
+    created = posts.select("post_id", c=hours_since_start(pl.col("created_at")))
+    joined = found.join(t, on="request_id").join(created, on="post_id")
+    assert joined.height > 0 and (joined["c"] <= joined["t_hours"]).all() and seconds > 0
+    # the member tower's query is the prompt's embedding: same member and time, same vector
+    q = source.queries(np.array([requests["member_id"][0]] * 2), np.array([t["t_hours"][0]] * 2))
+    assert np.allclose(q[0], q[1]) and np.linalg.norm(q[0]) == pytest.approx(1.0, abs=1e-5)

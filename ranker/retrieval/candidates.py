@@ -104,26 +104,56 @@ def _drop_seen(found: pl.DataFrame, requests: pl.DataFrame, seen: pl.DataFrame) 
     return found.join(shown_before, on=["request_id", "post_id"], how="anti")
 
 
+class HistoryQueries:
+    """Query vectors from engagement history at each request's time (`member_queries`)."""
+
+    def __init__(self, history: MemberHistory,
+                 profile_vectors: Callable[[np.ndarray], np.ndarray] | None = None):
+        self.history, self.profile_vectors = history, profile_vectors
+
+    def __call__(self, member_ids: np.ndarray, t_hours: np.ndarray) -> np.ndarray:
+        return member_queries(self.history, member_ids, t_hours, self.profile_vectors)[0]
+
+
+class DualEncoderQueries:
+    """Query vectors from the text dual encoder: each request's member prompt (profile, numbers
+    as its prompt config writes them, the last engaged posts strictly before the request)
+    through the member tower."""
+
+    def __init__(self, encoder, impressions: pl.DataFrame, posts: pl.DataFrame,
+                 members: pl.DataFrame):
+        self.encoder, self.impressions, self.posts, self.members = encoder, impressions, posts, members
+
+    def __call__(self, member_ids: np.ndarray, t_hours: np.ndarray) -> np.ndarray:
+        from ranker.retrieval.prompts import recent_posts_before, render_prompts
+
+        cfg = self.encoder.cfg
+        rows = (pl.DataFrame({"member_id": np.asarray(member_ids, dtype=np.int64),
+                              "t_hours": np.asarray(t_hours, dtype=np.float64)})
+                .join(self.members, on="member_id", how="left", maintain_order="left"))
+        recent = recent_posts_before(self.impressions, self.posts, rows, cfg.engagement,
+                                     cfg.prompt.n_recent, cfg.prompt.recent_chars)
+        return self.encoder.embed_members(render_prompts(rows, recent, cfg.prompt, self.members))
+
+
 @dataclass
 class RetrievalSource:
-    """Everything the `retrieval` candidate source needs for one post encoder."""
+    """Everything the `retrieval` candidate source needs for one index of post vectors."""
 
     index: PostIndex  # over every post, `created` in hours since the world's start
-    history: MemberHistory  # the members' engagements, over the same post vectors
+    queries: Callable[[np.ndarray, np.ndarray], np.ndarray]  # member ids, hours -> [R, D]
     window_days: float  # the world's post window: how long a post stays live
     seen: pl.DataFrame  # (member_id, post_id, t_hours) every impression, for exclude_seen
-    profile_vectors: Callable[[np.ndarray], np.ndarray] | None = None
     bucket_hours: float = 1.0
 
     @classmethod
-    def build(cls, posts: pl.DataFrame, post_vectors: np.ndarray, history: MemberHistory,
-              cfg: RetrievalConfig, impressions: pl.DataFrame, window_days: float,
-              profile_vectors: Callable[[np.ndarray], np.ndarray] | None = None) -> "RetrievalSource":
+    def build(cls, posts: pl.DataFrame, post_vectors: np.ndarray, queries, cfg: RetrievalConfig,
+              impressions: pl.DataFrame, window_days: float) -> "RetrievalSource":
         created = posts.select(hours_since_start(pl.col("created_at"))).to_series().to_numpy()
         index = PostIndex(posts["post_id"].to_numpy(), post_vectors, cfg, created=created)
         seen = impressions.select("member_id", "post_id",
                                   t_hours=hours_since_start(pl.col("timestamp")))
-        return cls(index, history, window_days, seen, profile_vectors)
+        return cls(index, queries, window_days, seen)
 
     def candidates(self, requests: pl.DataFrame, k: int, exclude_seen: bool = False
                    ) -> tuple[pl.DataFrame, float]:
@@ -132,8 +162,7 @@ class RetrievalSource:
         start = time.perf_counter()
         requests = requests.select("request_id", "member_id",
                                    t_hours=hours_since_start(pl.col("timestamp")))
-        queries, _ = member_queries(self.history, requests["member_id"].to_numpy(),
-                                    requests["t_hours"].to_numpy(), self.profile_vectors)
+        queries = self.queries(requests["member_id"].to_numpy(), requests["t_hours"].to_numpy())
         found = retrieve_candidates(self.index, queries, requests, k, self.window_days,
                                     self.bucket_hours, self.seen if exclude_seen else None)
         return found, time.perf_counter() - start

@@ -1,12 +1,14 @@
-"""The retrieval stage's configuration (conf/retrieval/): the FAISS index type and its
-parameters, checked when built, and the faiss.index_factory string they make."""
+"""The retrieval stage's configuration: the FAISS index type and its parameters
+(conf/retrieval/), checked when built, and the faiss.index_factory string they make; the text
+dual encoder's (member prompts and posts through one trained tower)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from ranker.retrieval.prompts import PromptConfig
 from recsim.world import checks
 
 INDEX_TYPES = ("Flat", "HNSW", "IVFFlat", "IVFPQ")
@@ -88,3 +90,44 @@ def factory_string(cfg: RetrievalConfig, dim: int, n_train: int) -> str:
                          f"sub-quantizer, which need at least that many posts to train on, got "
                          f"{sample}; lower it")
     return f"IVF{nlist},PQ{pq_m}x{cfg.pq_bits}"
+
+
+@dataclass
+class DualEncoderConfig:
+    model_dir: str | None = None  # any HF encoder or causal LM dir; None: the MiniLM package
+    pooling: str = "mean"  # mean | cls | last (causal LMs)
+    num_layers: int | None = None  # keep only the first N layers (fast tests)
+    prompt_max_length: int = 128
+    post_max_length: int = 64
+    steps: int = 100
+    batch_size: int = 32
+    hard_negatives: int = 1  # per row: shown-but-not-clicked posts of the same request
+    learning_rate: float = 5e-5
+    warmup_steps: int = 10
+    scale: float = 20.0  # inverse temperature of the logits
+    freeze_embeddings: bool = True
+    precision: str = "auto"  # auto | bf16 | fp32 (autocast on CPU)
+    engagement: str = "click"
+    seed: int = 0
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    key: str = "dual_encoder"  # where this config sits, for its error messages
+
+    def __post_init__(self):
+        from embeddings.config import POOLINGS, PRECISIONS, check_model_dir
+        from recsim.world.rewards import ACTIONS
+
+        key = self.key
+        if self.model_dir is not None:
+            check_model_dir(self.model_dir, f"{key}.model_dir")
+        checks.one_of(f"{key}.pooling", self.pooling, POOLINGS)
+        checks.at_least(f"{key}.num_layers", self.num_layers, 1, optional=True)
+        checks.at_least(f"{key}.prompt_max_length", self.prompt_max_length, 1)
+        checks.at_least(f"{key}.post_max_length", self.post_max_length, 1)
+        checks.at_least(f"{key}.steps", self.steps, 1)
+        checks.at_least(f"{key}.batch_size", self.batch_size, 2)  # in-batch negatives
+        checks.at_least(f"{key}.hard_negatives", self.hard_negatives, 0)
+        checks.positive(f"{key}.learning_rate", self.learning_rate)
+        checks.at_least(f"{key}.warmup_steps", self.warmup_steps, 0)
+        checks.positive(f"{key}.scale", self.scale)
+        checks.one_of(f"{key}.precision", self.precision, PRECISIONS)
+        checks.one_of(f"{key}.engagement", self.engagement, ACTIONS)

@@ -22,7 +22,7 @@ mask. Shape legend: B batch, H hard negatives per row, D dim.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -30,51 +30,11 @@ import torch
 
 from embeddings.losses import info_nce, same_key
 from embeddings.tower import TextTower
-from ranker.retrieval.prompts import PromptConfig, recent_posts_before, render_prompts
+from ranker.retrieval.config import DualEncoderConfig
+from ranker.retrieval.prompts import recent_posts_before, render_prompts
 from recsim.world.timeline import hours_since_start
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DualEncoderConfig:
-    model_dir: str | None = None  # any HF encoder or causal LM dir; None: the MiniLM package
-    pooling: str = "mean"  # mean | cls | last (causal LMs)
-    num_layers: int | None = None  # keep only the first N layers (fast tests)
-    prompt_max_length: int = 128
-    post_max_length: int = 64
-    steps: int = 100
-    batch_size: int = 32
-    hard_negatives: int = 1  # per row: shown-but-not-clicked posts of the same request
-    learning_rate: float = 5e-5
-    warmup_steps: int = 10
-    scale: float = 20.0  # inverse temperature of the logits
-    freeze_embeddings: bool = True
-    precision: str = "auto"  # auto | bf16 | fp32 (autocast on CPU)
-    engagement: str = "click"
-    seed: int = 0
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-
-    def __post_init__(self):
-        from embeddings.config import POOLINGS, PRECISIONS, check_model_dir
-        from recsim.world import checks
-        from recsim.world.rewards import ACTIONS
-
-        key = "retrieval_sweep.dual_encoder"
-        if self.model_dir is not None:
-            check_model_dir(self.model_dir, f"{key}.model_dir")
-        checks.one_of(f"{key}.pooling", self.pooling, POOLINGS)
-        checks.at_least(f"{key}.num_layers", self.num_layers, 1, optional=True)
-        checks.at_least(f"{key}.prompt_max_length", self.prompt_max_length, 1)
-        checks.at_least(f"{key}.post_max_length", self.post_max_length, 1)
-        checks.at_least(f"{key}.steps", self.steps, 1)
-        checks.at_least(f"{key}.batch_size", self.batch_size, 2)  # in-batch negatives
-        checks.at_least(f"{key}.hard_negatives", self.hard_negatives, 0)
-        checks.positive(f"{key}.learning_rate", self.learning_rate)
-        checks.at_least(f"{key}.warmup_steps", self.warmup_steps, 0)
-        checks.positive(f"{key}.scale", self.scale)
-        checks.one_of(f"{key}.precision", self.precision, PRECISIONS)
-        checks.one_of(f"{key}.engagement", self.engagement, ACTIONS)
 
 
 class DualEncoder:

@@ -41,9 +41,10 @@ class PromptConfig:
     numbers: str = "quantized"  # raw | quantized | none
     n_recent: int = 3  # recently engaged posts written into the prompt
     recent_chars: int = 80  # characters kept of each recent post
+    key: str = "dual_encoder.prompt"  # where this config sits, for its error messages
 
     def __post_init__(self):
-        key = "retrieval_sweep.dual_encoder.prompt"
+        key = self.key
         checks.one_of(f"{key}.numbers", self.numbers, NUMBER_FORMATS)
         checks.at_least(f"{key}.n_recent", self.n_recent, 0)
         checks.at_least(f"{key}.recent_chars", self.recent_chars, 1)

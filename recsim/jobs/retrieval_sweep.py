@@ -43,7 +43,7 @@ from omegaconf import DictConfig
 from ranker.retrieval.dual_encoder import (DualEncoder, DualEncoderConfig, member_prompts_at,
                                  train_dual_encoder, training_examples)
 from ranker.retrieval.history import MemberHistory
-from ranker.retrieval.prompts import NUMERIC_FEATURES
+from ranker.retrieval.prompts import NUMERIC_FEATURES, PromptConfig
 from ranker.retrieval.index import PostIndex, RetrievalConfig, index_type
 from ranker.retrieval.recall import recall_per_member
 from recsim.paths import CONF_DIR
@@ -75,7 +75,9 @@ class SweepConfig:
     new_member_tenure_days: int = 90
     new_member_max_history: int = 2
     probe_folds: int = 5
-    dual_encoder: DualEncoderConfig = field(default_factory=DualEncoderConfig)
+    dual_encoder: DualEncoderConfig = field(default_factory=lambda: DualEncoderConfig(
+        key="retrieval_sweep.dual_encoder",
+        prompt=PromptConfig(key="retrieval_sweep.dual_encoder.prompt")))
 
     def __post_init__(self):
         checks.all_at_least("retrieval_sweep.ks", self.ks, 1)

@@ -78,8 +78,8 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
             world.impressions, engaged.select("member_id", "post_id"), split.split_hours,
             world.posts["post_id"].to_numpy(), post_vectors.vectors, retrieval_cfg, event)
         sources = retrieval_sources(roles, world.posts, world.members, world.impressions,
-                                    post_vectors, retrieval.histories, retrieval_cfg,
-                                    world_cfg.post_window_days)
+                                    split.train, post_vectors, retrieval.histories, retrieval_cfg,
+                                    sim.dual_encoder, world_cfg.post_window_days)
 
     # 4. Ranker: one multi-task TorchRec model per policy's features, trained on the training
     #    period, early-stopped on its last part, checkpointed beside the report.

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ranker.retrieval.config import DualEncoderConfig
+from ranker.retrieval.prompts import PromptConfig
 from recsim.ope.estimators import ESTIMATORS, SLATE_ESTIMATORS
 from recsim.ope.policies import PolicyConfig
 from recsim.world import checks
@@ -33,6 +35,9 @@ class SimConfig:
     slate_size: int = 10  # the feed's slots (conf/sim: ${world.slate_size})
     slate_estimators: list[str] = field(default_factory=lambda: ["iips"])  # whole-slate, offline
     slate_samples: int = 64  # Monte Carlo prefixes per request for stochastic slates' marginals
+    # The text dual encoder of policies with member_vectors=dual_encoder (trained in the run).
+    dual_encoder: DualEncoderConfig = field(default_factory=lambda: DualEncoderConfig(
+        key="sim.dual_encoder", prompt=PromptConfig(key="sim.dual_encoder.prompt")))
     control: PolicyConfig = field(default_factory=lambda: PolicyConfig(name="control"))
     treatment: PolicyConfig = field(default_factory=lambda: PolicyConfig(name="treatment"))
 

@@ -164,11 +164,13 @@ def funnel_stats(out: FunnelOutput, requests: pl.DataFrame, later: pl.DataFrame,
 
 
 def retrieval_sources(roles: dict, posts: pl.DataFrame, members: pl.DataFrame,
-                      impressions: pl.DataFrame, post_vectors, histories: dict, retrieval_cfg,
-                      window_days: float) -> dict:
-    """role -> its `retrieval` candidate source (ranker/retrieval/candidates.py RetrievalSource)
-    over its own post vectors and index type, or None for the `logged` source. Members without
-    history fall back to their profile text through the role's post encoder.
+                      impressions: pl.DataFrame, train_impressions: pl.DataFrame, post_vectors,
+                      histories: dict, retrieval_cfg, dual_encoder_cfg, window_days: float) -> dict:
+    """role -> its `retrieval` candidate source (ranker/retrieval/candidates.py RetrievalSource),
+    or None for the `logged` source. Member vectors `history`: the role's post vectors and
+    engagement history (members without one: their profile text through the role's post
+    encoder); `dual_encoder`: one text dual encoder trained on the training period, its own post
+    vectors, member prompts at each request's time. Sources that match are built once.
 
     Args:
         roles: role -> PolicyConfig; post_vectors: embeddings.post_vectors.PostVectors;
@@ -176,26 +178,51 @@ def retrieval_sources(roles: dict, posts: pl.DataFrame, members: pl.DataFrame,
     """
     import dataclasses
 
-    from embeddings.actors import embed_texts
-    from ranker.retrieval.candidates import RetrievalSource
+    from ranker.retrieval.candidates import HistoryQueries, RetrievalSource
 
-    profile = members.select("member_id", "profile_text").sort("member_id")
-    ids = profile["member_id"].to_numpy()
     out, built = {}, {}
     for role, policy in roles.items():
         if policy.source != "retrieval":
             out[role] = None
             continue
-        key = post_vectors.key_of[role]
         cfg = dataclasses.replace(retrieval_cfg, index=policy.index or retrieval_cfg.index)
-        if (key, cfg.index) not in built:
-            pool = post_vectors.pools[key]
-
-            def profiles(member_ids: np.ndarray, pool=pool) -> np.ndarray:
-                texts = profile["profile_text"].to_numpy()[np.searchsorted(ids, member_ids)]
-                return embed_texts(list(texts), pool, desc="embedding profiles (cold members)")
-            built[(key, cfg.index)] = RetrievalSource.build(
-                posts, post_vectors.vectors[key], histories[key], cfg, impressions, window_days,
-                profiles)
-        out[role] = built[(key, cfg.index)]
+        key = (policy.member_vectors, cfg.index,
+               post_vectors.key_of[role] if policy.member_vectors == "history" else None)
+        if key not in built:
+            if policy.member_vectors == "history":
+                enc = post_vectors.key_of[role]
+                queries = HistoryQueries(histories[enc], _profile_embedder(members, post_vectors.pools[enc]))
+                vectors = post_vectors.vectors[enc]
+            else:
+                queries, vectors = _dual_encoder(dual_encoder_cfg, impressions, train_impressions,
+                                                 posts, members)
+            built[key] = RetrievalSource.build(posts, vectors, queries, cfg, impressions, window_days)
+        out[role] = built[key]
     return out
+
+
+def _profile_embedder(members: pl.DataFrame, pool) -> Callable[[np.ndarray], np.ndarray]:
+    """member ids -> their profile texts through the post encoder of `pool` (Ray actors)."""
+    from embeddings.actors import embed_texts
+
+    profile = members.select("member_id", "profile_text").sort("member_id")
+    ids, texts = profile["member_id"].to_numpy(), profile["profile_text"].to_numpy()
+
+    def embed(member_ids: np.ndarray) -> np.ndarray:
+        return embed_texts(list(texts[np.searchsorted(ids, member_ids)]), pool,
+                           desc="embedding profiles (members without history)")
+    return embed
+
+
+def _dual_encoder(cfg, impressions: pl.DataFrame, train_impressions: pl.DataFrame,
+                  posts: pl.DataFrame, members: pl.DataFrame):
+    """(query callable, [P, D] post vectors) of a text dual encoder trained on the training
+    period's engagements (ranker/retrieval/dual_encoder.py)."""
+    from ranker.retrieval.candidates import DualEncoderQueries
+    from ranker.retrieval.dual_encoder import DualEncoder, train_dual_encoder, training_examples
+
+    encoder = DualEncoder(cfg)
+    start = time.perf_counter()
+    train_dual_encoder(encoder, training_examples(train_impressions, posts, members, cfg), posts, cfg)
+    log.info("dual encoder: %d steps trained in %.1f s", cfg.steps, time.perf_counter() - start)
+    return DualEncoderQueries(encoder, impressions, posts, members), encoder.embed_posts(posts)

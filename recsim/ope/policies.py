@@ -16,7 +16,7 @@ import polars as pl
 
 
 SOURCES = ("logged", "retrieval")  # a funnel policy's candidate sources
-MEMBER_VECTORS = ("history",)  # retrieval query vectors: engagement history, profile fallback
+MEMBER_VECTORS = ("history", "dual_encoder")  # retrieval query vectors (recsim/ope/funnel.py)
 
 
 @dataclass
@@ -33,7 +33,7 @@ class PolicyConfig:
     source: str = "logged"  # logged: the request's logged candidates | retrieval: FAISS top-K
     top_k: int = 100  # retrieval: candidates per request (the seed paper: 2,000)
     index: str | None = None  # retrieval: FAISS index type; None: the run's `retrieval.index`
-    member_vectors: str = "history"  # retrieval: the member's query vector (history + profile)
+    member_vectors: str = "history"  # retrieval: history (profile fallback) | dual_encoder
     exclude_seen: bool = False  # retrieval: drop posts the member was shown before the request
     temperature: float | None = None  # slate: 0 top-N by score, > 0 Plackett-Luce; None: sim's
 
