@@ -104,7 +104,7 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
 
     # 7. Ground truth: the simulated online A/B (expected slate engagement, a sampled test).
     with _step(timings, "7_ground_truth"):
-        truth = ground_truth(world.truth, served, sim, seed)
+        truth = ground_truth(world.truth, served, sim, seed, segments)
 
     # 8. Report: HTML, Markdown and JSON beside the checkpoints.
     report = build_report(RunResults(cfg, sim, world_cfg, embed_cfg, retrieval_cfg, ranker_cfg,

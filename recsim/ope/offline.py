@@ -151,6 +151,7 @@ class TrueValues:
     slate: online.TrueSlateValues  # expected whole-slate engagement per action, and the lift
     online_ab: online.OnlineAB  # the sampled online test at this traffic
     top_slot: dict[str, float]  # control / treatment / logging: expected first-slot metric
+    by_segment: list[dict]  # the true slate lift per member segment (tenure, activity, ...)
 
     @property
     def lift(self) -> float:
@@ -161,9 +162,11 @@ class TrueValues:
         return self.top_slot["treatment"] / self.top_slot["control"] - 1
 
 
-def ground_truth(truth, served: Served, sim: SimConfig, seed: int) -> TrueValues:
+def ground_truth(truth, served: Served, sim: SimConfig, seed: int,
+                 segments: pl.DataFrame | None = None) -> TrueValues:
     """Both policies' slates served to the world's user model `truth`: the expected engagement,
-    the sampled online test, and the expected first slot (what top-slot estimators estimate)."""
+    the sampled online test, the expected first slot (what top-slot estimators estimate), and
+    the true lift per member segment (`segments`: member_id and one column per dimension)."""
     out, req = served.outputs, served.requests
     slate = online.true_lift(truth, out["control"].slates, out["treatment"].slates, req,
                              sim.metric, sim.reward_weights)
@@ -179,4 +182,23 @@ def ground_truth(truth, served: Served, sim: SimConfig, seed: int) -> TrueValues
                                      prob=pl.lit(1.0))
     top = {"control": first_slot(out["control"].slates),
            "treatment": first_slot(out["treatment"].slates), "logging": first_slot(logged)}
-    return TrueValues(slate, test, top)
+    return TrueValues(slate, test, top, _segment_truth(truth, served, sim, segments))
+
+
+def _segment_truth(truth, served: Served, sim: SimConfig, segments: pl.DataFrame | None) -> list[dict]:
+    """The true whole-slate lift of each segment value's requests."""
+    if segments is None:
+        return []
+    out, req = [], served.requests.join(segments, on="member_id", how="left")
+    for dim in (c for c in segments.columns if c != "member_id"):
+        for value in sorted(req[dim].drop_nulls().unique().to_list()):
+            part = req.filter(pl.col(dim) == value).select("request_id", "member_id", "timestamp")
+            ids = part.select("request_id")
+            values = online.true_lift(
+                truth, served.outputs["control"].slates.join(ids, on="request_id"),
+                served.outputs["treatment"].slates.join(ids, on="request_id"), part,
+                sim.metric, sim.reward_weights)
+            out.append({"segment": dim, "value": value, "requests": part.height,
+                        "control": values.control["metric"], "treatment": values.treatment["metric"],
+                        "lift": values.lift["metric"]})
+    return out

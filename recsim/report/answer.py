@@ -35,7 +35,10 @@ def answer_section(r: dict) -> dict:
         "rows": [[a, f"{per['control'][a]:.4f}", f"{per['treatment'][a]:.4f}",
                   _pct(per["lift"][a])] for a in (*ACTIONS, "metric") if a in per["control"]],
         "notes": ["Expected engagement per request of each policy's whole slate; dwell in "
-                  "seconds. The offline estimates below are judged against these."],
+                  "seconds. The offline estimates below are judged against these."]
+        + (["True lift per segment: " + "; ".join(
+            f"{s['segment']}={s['value']} {_pct(s['lift'])} ({s['requests']:,} requests)"
+            for s in truth["by_segment"])] if truth.get("by_segment") else []),
         "figure": None,
     }
 

@@ -103,7 +103,8 @@ def _truth_section(r: RunResults) -> dict:
             "per_action": {"control": slate.control, "treatment": slate.treatment,
                            "lift": slate.lift},
             "online_ab": dataclasses.asdict(r.truth.online_ab),
-            "top_slot": {**top, "lift": r.truth.top_slot_lift}, "logging": top["logging"]}
+            "top_slot": {**top, "lift": r.truth.top_slot_lift}, "logging": top["logging"],
+            "by_segment": r.truth.by_segment}
 
 
 def _support_section(r: RunResults, names: dict[str, str]) -> dict:
