@@ -206,3 +206,24 @@ def test_iips_of_a_deterministic_top_s_policy_covers_the_truth(small_world):
     assert weight["target_marginal"].to_list() == pytest.approx([1.0] * cfg.slate_size, abs=0.1)
     on_policy = small_world.impressions["click"].sum() / requests.height
     assert truth > on_policy  # the top S by logging score beats the exploring logging policy
+
+
+def test_the_logs_marginals_computed_once_are_those_each_policy_would_draw(small_world):
+    """estimate_offline shares the logging marginals between policies: logged_slot_marginals
+    gives the very numbers slate_decisions draws itself with the same seed."""
+    from recsim.ope.slate_offline import logged_slot_marginals
+    from recsim.world.world import logging_policy
+
+    cfg = small_world.config
+    requests = small_world.impressions.select("request_id").unique().sort("request_id").head(300)
+    scores = (small_world.candidates.join(requests, on="request_id")
+              .select("request_id", "post_id", score=pl.col("logging_score") * 0.5))
+    own = slate_decisions(small_world.impressions, small_world.candidates, logging_policy(cfg),
+                          scores, 0.0, cfg.slate_size, n_samples=16, seed=3)
+    shared = logged_slot_marginals(small_world.impressions, small_world.candidates,
+                                   logging_policy(cfg), requests, cfg.slate_size, 16, seed=3)
+    assert np.array_equal(own["logging_marginal"].to_numpy(), shared.ravel())
+    reused = slate_decisions(small_world.impressions, small_world.candidates, logging_policy(cfg),
+                             scores, 0.0, cfg.slate_size, n_samples=16, seed=3,
+                             logging_marginal=shared)
+    assert reused.equals(own)

@@ -125,11 +125,14 @@ def estimate_offline(served: Served, sim: SimConfig, impressions: pl.DataFrame,
     framed = {role: _top_slot_frame(served, role, sim) for role in ROLES}
     lifts = list(ab.offline_lifts(sim.estimators, framed["control"], framed["treatment"], boot,
                                   ray_shards=sim.ray_shards).values())
+    logged = slate_offline.logged_slot_marginals(impressions, candidates, logging_policy,
+                                                 served.requests, slate_size, sim.slate_samples,
+                                                 seed)  # the log's, shared by both policies
     slate_frames = {role: slate_offline.slate_decisions(
         impressions, candidates, logging_policy,
         served.outputs[role].candidates.select("request_id", "post_id", "score"),
         served.temperature[role], slate_size, rewards.observed(sim.metric, sim.reward_weights),
-        sim.slate_samples, seed) for role in ROLES}
+        sim.slate_samples, seed, logging_marginal=logged) for role in ROLES}
     if sim.slate_estimators:
         lifts += ab.offline_lifts(sim.slate_estimators, slate_frames["control"],
                                   slate_frames["treatment"], boot).values()

@@ -322,8 +322,8 @@ def target_policy(temperature: float, epsilon: float = 0.0) -> SlatePolicy:
 def slate_decisions(impressions: pl.DataFrame, candidates: pl.DataFrame,
                     logging_policy: SlatePolicy, policy_scores: pl.DataFrame, temperature: float,
                     slate_size: int, reward_expr: str | pl.Expr = "click", n_samples: int = 64,
-                    seed: int = 0, epsilon: float = 0.0, exact_rows: int | None = None
-                    ) -> pl.DataFrame:
+                    seed: int = 0, epsilon: float = 0.0, exact_rows: int | None = None,
+                    logging_marginal: np.ndarray | None = None) -> pl.DataFrame:
     """One row per logged shown slot of the requests in `policy_scores`, for
     estimators.evaluate(["iips", "rips"], frame, Bootstrap(...)).
 
@@ -338,6 +338,9 @@ def slate_decisions(impressions: pl.DataFrame, candidates: pl.DataFrame,
         reward_expr: a column of `impressions` or an expression (recsim.world.rewards.observed).
         n_samples, seed, exact_rows: Monte Carlo prefixes per request and their seed; the
             enumeration budget (module docstring).
+        logging_marginal: [R, S] the logging policy's marginals of the logged slates, requests
+            sorted by id (`logged_slot_marginals`): they depend on the log only, so policies
+            evaluated on the same requests share them; None: computed here.
     Returns:
         request_id, member_id, post_id, position, propensity, reward, logging_marginal,
         target_marginal, target_prob, unsupported_slot_mass (the target's mass at this slot on
@@ -352,8 +355,12 @@ def slate_decisions(impressions: pl.DataFrame, candidates: pl.DataFrame,
     rows = _logged_rows(impressions, candidates, requests, slate_size)
     padded = pad(policy_scores, candidates, rows)
     logging_rng, target_rng = np.random.default_rng(seed).spawn(2)
-    logging_marginal = logging_marginals(logging_policy, padded.logging_score, padded.shown,
-                                         n_samples, logging_rng, exact_rows)
+    if logging_marginal is None:
+        logging_marginal = logging_marginals(logging_policy, padded.logging_score, padded.shown,
+                                             n_samples, logging_rng, exact_rows)
+    elif logging_marginal.shape != padded.shown.shape:
+        raise ValueError(f"logging_marginal: expected shape {padded.shown.shape} (requests, "
+                         f"slots), got {logging_marginal.shape}")
     target = target_slate(target_policy(temperature, epsilon), padded.score, padded.shown,
                           n_samples, target_rng, exact_rows)
     unlogged = ~np.isfinite(padded.logging_score)  # [R, C]
@@ -369,6 +376,23 @@ def slate_decisions(impressions: pl.DataFrame, candidates: pl.DataFrame,
         unsupported_slot_mass=pl.Series(unsupported.ravel()),
         unsupported_mass=pl.Series(np.repeat(unsupported.mean(axis=1), slate_size)),
     )
+
+
+def logged_slot_marginals(impressions: pl.DataFrame, candidates: pl.DataFrame,
+                          logging_policy: SlatePolicy, requests: pl.DataFrame, slate_size: int,
+                          n_samples: int = 64, seed: int = 0, exact_rows: int | None = None
+                          ) -> np.ndarray:
+    """[R, S] the logging policy's marginal of each logged post at its slot, for `requests`
+    (request_id) sorted by id: the same draws `slate_decisions` would make with this seed."""
+    impressions, candidates = _int_keys(impressions), _int_keys(candidates)
+    requests = requests.select(pl.col("request_id").cast(pl.Int64)).unique()
+    rows = _logged_rows(impressions, candidates, requests, slate_size)
+    own = candidates.join(requests, on="request_id", how="semi").select(
+        *KEY, score=pl.col("logging_score"))
+    padded = pad(own, candidates, rows)
+    logging_rng, _ = np.random.default_rng(seed).spawn(2)
+    return logging_marginals(logging_policy, padded.logging_score, padded.shown, n_samples,
+                             logging_rng, exact_rows)
 
 
 def slate_marginals(policy_scores: pl.DataFrame, temperature: float, slate_size: int,
