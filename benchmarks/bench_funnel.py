@@ -149,7 +149,7 @@ def run_batched(source: RetrievalSource, scorer, features: TimedCalls, requests:
         found, _ = source.candidates(part, k, exclude_seen)
         t1 = time.perf_counter()
         f0 = features.seconds
-        scored = score_rows(found, part, scorer)
+        scored, _ = score_rows(found, part, scorer)
         t2 = time.perf_counter()
         slates.append(top_slates(scored, slate_size))
         t3 = time.perf_counter()

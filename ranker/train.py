@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,13 +68,21 @@ def validation_split(rows: pl.DataFrame, validation_fraction: float
 
 
 def predict(model: MultiTaskRanker, space: FeatureSpace, rows: pl.DataFrame,
-            batch_size: int = 8192) -> np.ndarray:
-    """[N, H] logits for rows (member_id, post_id, position, timestamp)."""
+            batch_size: int = 8192, seconds: dict | None = None) -> np.ndarray:
+    """[N, H] logits for rows (member_id, post_id, position, timestamp). `seconds`, when given,
+    gains the time spent building features and in the model's forward pass."""
     model.eval()
-    out = []
+    out, t_features, t_forward = [], 0.0, 0.0
     with torch.inference_mode():
         for start in range(0, rows.height, batch_size):
-            out.append(model(*space.build_batch(rows.slice(start, batch_size))).numpy())
+            t0 = time.perf_counter()
+            batch = space.build_batch(rows.slice(start, batch_size))
+            t1 = time.perf_counter()
+            out.append(model(*batch).numpy())
+            t_features, t_forward = t_features + t1 - t0, t_forward + time.perf_counter() - t1
+    if seconds is not None:
+        seconds["features"] = seconds.get("features", 0.0) + t_features
+        seconds["forward"] = seconds.get("forward", 0.0) + t_forward
     return np.concatenate(out) if out else np.empty((0, len(model.heads)), dtype=np.float32)
 
 
@@ -222,14 +231,16 @@ class Scores:
 
     score: np.ndarray  # [N] log of the ranking score (weighted heads' probabilities)
     click_prob: np.ndarray  # [N] float64 click probability (the click head)
+    seconds: dict = field(default_factory=dict)  # features, forward
 
 
 def score_candidates(model: MultiTaskRanker, space: FeatureSpace, rows: pl.DataFrame) -> Scores:
     """Score rows (request_id, member_id, post_id, position, timestamp) in batches."""
-    logits = torch.from_numpy(predict(model, space, rows))
+    seconds: dict = {}
+    logits = torch.from_numpy(predict(model, space, rows, seconds=seconds))
     return Scores(score=model.ranking_score(logits).clamp_min(1e-12).log().numpy(),
                   click_prob=torch.sigmoid(logits[:, model.heads.index("click")]).numpy()
-                  .astype(np.float64))
+                  .astype(np.float64), seconds=seconds)
 
 
 @dataclass

@@ -48,8 +48,9 @@ class FunnelOutput:
 
 
 def score_rows(candidates: pl.DataFrame, requests: pl.DataFrame, scorer: Callable,
-               position: int = 1) -> pl.DataFrame:
-    """Attach the ranker's `score` (log ranking score) and `click_prob` to every candidate.
+               position: int = 1) -> tuple[pl.DataFrame, dict]:
+    """Attach the ranker's `score` (log ranking score) and `click_prob` to every candidate;
+    also the seconds the ranker spent on features and on its forward pass.
 
     `scorer(rows) -> ranker.train.Scores` over rows (request_id, member_id, post_id, position,
     timestamp); every request's candidates are scored at `position` (the ranker's score does not
@@ -59,8 +60,9 @@ def score_rows(candidates: pl.DataFrame, requests: pl.DataFrame, scorer: Callabl
                             on="request_id", maintain_order="left")
             .with_columns(position=pl.lit(position, dtype=pl.Int32)))
     scores = scorer(rows)
-    return candidates.with_columns(score=scores.score.astype(np.float64),
-                                   click_prob=scores.click_prob.astype(np.float64))
+    scored = candidates.with_columns(score=scores.score.astype(np.float64),
+                                     click_prob=scores.click_prob.astype(np.float64))
+    return scored, getattr(scores, "seconds", {})
 
 
 def top_slates(scored: pl.DataFrame, slate_size: int) -> pl.DataFrame:
@@ -98,7 +100,7 @@ def serve(candidates: pl.DataFrame, requests: pl.DataFrame, scorer: Callable, sl
           temperature: float, seed: int, n_samples: int = 32) -> FunnelOutput:
     """Steps 2-3 for one policy over its candidates (request_id, post_id, logged)."""
     start = time.perf_counter()
-    scored = score_rows(candidates, requests, scorer)
+    scored, ranker_s = score_rows(candidates, requests, scorer)
     scoring_s = time.perf_counter() - start
     start = time.perf_counter()
     if temperature == 0:
@@ -106,8 +108,10 @@ def serve(candidates: pl.DataFrame, requests: pl.DataFrame, scorer: Callable, sl
         served = slates
     else:
         slates, served = plackett_luce_slates(scored, slate_size, temperature, n_samples, seed)
+    features_s = ranker_s.get("features", 0.0)
     return FunnelOutput(scored, slates, served,
-                        {"scoring": scoring_s, "slate": time.perf_counter() - start})
+                        {"features": features_s, "scoring": scoring_s - features_s,
+                         "slate": time.perf_counter() - start})
 
 
 def logged_candidates(candidates: pl.DataFrame, requests: pl.DataFrame) -> pl.DataFrame:

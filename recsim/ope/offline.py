@@ -74,7 +74,7 @@ def serve_policies(test_impressions: pl.DataFrame, candidates: pl.DataFrame,
         union = pl.concat([cands.select("request_id", "post_id"),
                            funnel.logged_candidates(candidates, requests).select("request_id", "post_id")]
                           ).unique(maintain_order=True)
-        q = funnel.score_rows(union, requests, scorers[sim.reward_model])
+        q, _ = funnel.score_rows(union, requests, scorers[sim.reward_model])
         reward_q[role] = q.select("request_id", "post_id", q="click_prob")
     return Served(requests, decisions, outputs, reward_q, temperature)
 

@@ -59,7 +59,8 @@ def funnel_section(r: dict) -> dict:
                      f"{f['slate_share_logged']:.3f}",
                      support.get(name, {}).get("status", ""),
                      f"T={f['temperature']:g}",
-                     " / ".join(f"{ms.get(s, 0.0):.2f}" for s in ("candidates", "scoring", "slate"))])
+                     " / ".join(f"{ms.get(s, 0.0):.2f}"
+                                for s in ("candidates", "features", "scoring", "slate"))])
     return {
         "title": "The funnel of each policy",
         "text": ["Each policy is a funnel: candidate source -> ranker -> slate. Recall: the share "
@@ -67,6 +68,7 @@ def funnel_section(r: dict) -> dict:
                  "hold (@k: in its top k by ranker score). Logged share: the slate's mass on posts "
                  "the logging policy could have shown (offline estimators see only those)."],
         "headers": ["policy", "candidates", "per request", "recall of later engagements",
-                    "slate on logged", "support", "slate", "ms/request: candidates / scoring / slate"],
+                    "slate on logged", "support", "slate",
+                    "ms/request: candidates / features / scoring / slate"],
         "rows": rows, "notes": [], "figure": None,
     }
