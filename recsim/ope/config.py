@@ -35,6 +35,10 @@ class SimConfig:
     slate_size: int = 10  # the feed's slots (conf/sim: ${world.slate_size})
     slate_estimators: list[str] = field(default_factory=lambda: ["iips"])  # whole-slate, offline
     slate_samples: int = 64  # Monte Carlo prefixes per request for stochastic slates' marginals
+    # Guard rails (recsim/ope/verdict.py): below this effective sample size an estimate's status
+    # is not ok; the verdict comes from the first estimator of `recommended` whose status is ok.
+    min_effective_sample_size: float = 100.0
+    recommended: list[str] = field(default_factory=lambda: ["sndr", "dr", "iips"])
     # The text dual encoder of policies with member_vectors=dual_encoder (trained in the run).
     dual_encoder: DualEncoderConfig = field(default_factory=lambda: DualEncoderConfig(
         key="sim.dual_encoder", prompt=PromptConfig(key="sim.dual_encoder.prompt")))
@@ -68,6 +72,8 @@ class SimConfig:
         checks.all_known("sim.slate_estimators", self.slate_estimators, SLATE_ESTIMATORS,
                          nonempty=False)
         checks.at_least("sim.slate_samples", self.slate_samples, 1)
+        checks.at_least("sim.min_effective_sample_size", self.min_effective_sample_size, 0)
+        checks.all_known("sim.recommended", self.recommended, ESTIMATORS)
         for role in ROLES:
             policy = getattr(self, role)
             policy.check(f"sim.{role}")

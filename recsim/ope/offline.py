@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from recsim.ope import ab, estimators, funnel, online, policies, slate_offline, support
+from recsim.ope import ab, estimators, funnel, online, policies, slate_offline, support, verdict
 from recsim.ope.ab import Lift, SegmentLift
 from recsim.ope.bootstrap import Estimate
 from recsim.ope.config import SimConfig
@@ -100,6 +100,7 @@ class OfflineResult:
     logging_value: Estimate  # the logging policy on its own log (IPS with target = propensity)
     weights: dict[str, np.ndarray]  # role -> top-slot importance weights
     support: dict[str, dict]  # role -> {"top_slot": share, "slate": support.decisions_support(...)}
+    uniform_logging: bool  # the logged first slots' propensities are 1 / candidates
 
 
 def _top_slot_frame(served: Served, role: str, sim: SimConfig) -> pl.DataFrame:
@@ -144,7 +145,8 @@ def estimate_offline(served: Served, sim: SimConfig, impressions: pl.DataFrame,
     shares = {role: {"top_slot": 1.0 - float(framed[role]["unsupported_mass"].fill_null(0).mean()),
                      "slate": support.decisions_support(slate_frames[role])}
               for role in ROLES}
-    return OfflineResult(lifts, by_segment, logging_value, weights, shares)
+    uniform = verdict.logging_is_uniform(served.decisions, candidates)
+    return OfflineResult(lifts, by_segment, logging_value, weights, shares, uniform)
 
 
 @dataclass

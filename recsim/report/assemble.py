@@ -4,11 +4,13 @@ from the results of the run's steps."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
 from embeddings.encoder import resolve_backend, resolve_device_and_dtype
+from recsim.ope import verdict
 from recsim.ope.support import support_status
 from recsim.ope.funnel import funnel_stats
 from recsim.report.writer import fingerprint, package_versions, weight_histogram
@@ -69,22 +71,29 @@ def _sim_section(r: RunResults) -> dict:
             "policy_temperature": sim.policy_temperature, "reward_model": sim.reward_model,
             "segment_estimator": sim.segment_estimator, "ray_shards": sim.ray_shards,
             "reward_weights": sim.reward_weights, "slate_size": sim.slate_size,
-            "slate_estimators": list(sim.slate_estimators)}
+            "slate_estimators": list(sim.slate_estimators),
+            "min_effective_sample_size": sim.min_effective_sample_size,
+            "recommended": list(sim.recommended)}
 
 
 def _estimate_sections(r: RunResults, names: dict[str, str]) -> dict:
-    lifts = r.offline.lifts
-    slate_names = set(r.sim.slate_estimators)
-    status = {role: support_status(r.offline.support[role]["slate"]) for role in names}
-    partial = [names[role] for role, s in status.items() if s != "full support"]
+    lifts, sim = r.offline.lifts, r.sim
+    slate_names = set(sim.slate_estimators)
 
     def lift_row(lift) -> dict:
         slate = lift.estimator in slate_names
+        share = min(r.offline.support[role]["slate"]["support"] if slate
+                    else r.offline.support[role]["top_slot"] for role in names)
+        ess = min(getattr(lift, role).diagnostics.get("effective_sample_size", math.inf)
+                  for role in names)
         return {**dataclasses.asdict(lift), "scope": "slate" if slate else "top slot",
                 "true_lift": r.truth.lift if slate else r.truth.top_slot_lift,
-                "status": f"partial support ({', '.join(partial)}): biased" if partial else "ok"}
+                "status": verdict.status(lift.estimator, sim.min_effective_sample_size, ess, share,
+                                         r.offline.uniform_logging)}
+    rows = [lift_row(lift) for lift in lifts]
     return {
-        "lifts": [lift_row(lift) for lift in lifts],
+        "lifts": rows,
+        "verdict": verdict.verdict(rows, list(sim.recommended)),
         "segments": [{"segment": sg.segment, "value": sg.value, "p_adjusted": sg.p_adjusted,
                       **dataclasses.asdict(sg.lift)} for sg in r.offline.segments],
         "weights": {names[role]: weight_histogram(w) for role, w in r.offline.weights.items()},

