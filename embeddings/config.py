@@ -87,6 +87,7 @@ class ActorPoolConfig:
     address: str | None = None  # a Ray cluster address; None starts a local one
     in_flight_per_actor: int = 2  # batches queued on each actor (one running, one waiting)
     max_retries: int = 3  # times one batch is retried on a fresh actor before giving up
+    cache: bool = True  # post vectors by (model version, text hash) in .cache/embeddings
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
 
     def __post_init__(self):

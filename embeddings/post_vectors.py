@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from embeddings.actors import ActorPoolConfig, embed_texts
-from recsim.paths import project_path
+from embeddings.cache import cached_embed, model_key
+from recsim.paths import CACHE_DIR, project_path
 
 log = logging.getLogger(__name__)
 
@@ -77,5 +78,21 @@ def embed_posts(texts: list[str], embed_cfg: ActorPoolConfig,
     for key, pool_cfg in pools.items():
         name = Path(key[0]).name if key[0] else "default"
         prefix = f", prefix {key[1]!r}" if key[1] else ""
-        vectors[key] = embed_texts(texts, pool_cfg, desc=f"embedding posts ({name}{prefix})")
+        vectors[key] = embed_with_cache(texts, pool_cfg, f"embedding posts ({name}{prefix})")
     return PostVectors({role: key for role, (key, _) in chosen.items()}, pools, vectors)
+
+
+def embed_with_cache(texts: list[str], pool_cfg: ActorPoolConfig, desc: str) -> np.ndarray:
+    """[N, D] vectors of `texts` on the actor pool, through the embedding cache
+    (embeddings/cache.py) when pool_cfg.cache: only texts it has not seen are embedded."""
+    if not pool_cfg.cache:
+        return embed_texts(texts, pool_cfg, desc=desc)
+    from embeddings.encoder import default_model_dir, resolve_backend, resolve_device_and_dtype
+
+    encoder = pool_cfg.encoder
+    device, dtype = resolve_device_and_dtype(encoder)
+    computed_on = f"{device.type}-{dtype}-{resolve_backend(encoder, device)}"
+    key = model_key(encoder, encoder.model_dir or default_model_dir(), computed_on)
+    vectors, _ = cached_embed(texts, lambda missing: embed_texts(missing, pool_cfg, desc=desc),
+                              CACHE_DIR / "embeddings" / key)
+    return vectors
