@@ -149,3 +149,24 @@ def ablation_figure(s: dict) -> str:
     ax.set_xlabel("lift over all features (%)")
     ax.set_title(f"{est} lift (95% interval) and true lift (x)", fontsize=10)
     return _png(fig)
+
+
+def validity_figure(table) -> bytes:
+    """Coverage of the true lift per estimator (and interval method), one panel per regime;
+    returns PNG bytes."""
+    regimes = table["regime"].unique(maintain_order=True).to_list()
+    fig, axes = plt.subplots(1, len(regimes), figsize=(4 * len(regimes), 0.3 * table.height / max(len(regimes), 1) + 2),
+                             squeeze=False)
+    for ax, regime in zip(axes[0], regimes):
+        part = table.filter(table["regime"] == regime)
+        labels = [f"{e} ({m})" if m != "percentile" else e
+                  for e, m in zip(part["estimator"], part["interval"])]
+        y = list(range(len(labels)))[::-1]
+        ax.barh(y, part["coverage"].to_list(), color="#7aa6d6")
+        ax.axvline(0.95, color="#c0392b", ls="--", lw=1)
+        ax.set_yticks(y, labels, fontsize=7)
+        ax.set_xlim(0, 1)
+        ax.set_title(regime, fontsize=9)
+        ax.set_xlabel("coverage of the true lift")
+    fig.tight_layout()
+    return base64.b64decode(_png(fig))

@@ -67,6 +67,8 @@ class WorldConfig:
     """Every knob of the world; Hydra fills it from conf/world/*.yaml."""
 
     seed: int = 0
+    corpus_seed: int | None = None  # the posts' sample from the corpus; None: `seed` (validity
+    #                                 runs fix it, so post vectors come from the cache)
     n_members: int = 10_000
     n_authors: int = 2_000
     n_impressions: int = 100_000
@@ -286,7 +288,8 @@ def build_world(cfg: WorldConfig, corpus: pl.DataFrame | None = None) -> World:
         raise ValueError(f"world: slate_size={cfg.slate_size} exceeds n_candidates={cfg.n_candidates}")
     rng = np.random.default_rng(cfg.seed)
     if corpus is None:
-        corpus = load_corpus(cfg.corpus_sources, cfg.max_posts_per_source, seed=cfg.seed)
+        corpus = load_corpus(cfg.corpus_sources, cfg.max_posts_per_source,
+                             seed=cfg.seed if cfg.corpus_seed is None else cfg.corpus_seed)
     corpus = corpus.sort("post_id")  # row i of the truth arrays is the i-th smallest post_id
 
     # 1. Members and authors, posts with authors and creation times.
