@@ -18,7 +18,7 @@ def test_summary_by_hand():
     assert row["bias"] == pytest.approx((0.0 - 0.02 - 0.25 - 0.25) / 4)
     assert row["significant"] == 2 and row["wrong_sign"] == 1  # seed 3: [-30%, -10%] vs +5%
     assert row["wrong_sign_ok"] == 0 and row["status_ok"] == 3  # seed 3 carried a warning
-    assert row["width"] == pytest.approx(0.15)
+    assert row["width"] == pytest.approx((0.10 + 0.20 + 0.20 + 0.20) / 4)
 
 
 def test_run_rows_take_the_online_test_and_every_interval_method():
