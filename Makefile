@@ -5,7 +5,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_ENABLE_UV_RUN_RUNTIME_ENV := 0
 
-.PHONY: setup demo test test-slow bench finetune ab-embeddings nearline clean
+.PHONY: setup demo test test-slow bench finetune ab-embeddings ab-funnel validity nearline clean
 
 setup:
 	./scripts/setup.sh
@@ -33,6 +33,12 @@ finetune: setup  # LiPost: base vs single-task vs multi-task fine-tunes (about a
 
 ab-embeddings: setup  # downstream A/B: the ranker with base vs fine-tuned post embeddings
 	$(PY) -m recsim.jobs.run experiment=embeddings_ab $(ARGS)
+
+ab-funnel: setup  # both policies retrieve K=2,000 candidates from FAISS, rank and serve the whole slate
+	$(PY) -m recsim.jobs.run experiment=funnel_ab $(ARGS)
+
+validity: setup  # the pipeline's intervals over 20 seeds x 4 regimes: coverage, bias, wrong-sign calls
+	$(PY) -m recsim.jobs.validity $(ARGS)
 
 nearline: setup  # replay the debug world's posts through the near-line path (Ray actors -> FAISS)
 	$(PY) -m recsim.jobs.nearline $(ARGS)
