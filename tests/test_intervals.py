@@ -1,6 +1,7 @@
 """Second-order and empirical-likelihood intervals (recsim/ope/intervals.py): hand-solved cases,
 brute-force profile likelihoods, properties, the hooks, and coverage on a simulated bandit."""
 
+import logging
 import math
 
 import numpy as np
@@ -8,8 +9,12 @@ import polars as pl
 import pytest
 from scipy import optimize, stats
 
+from recsim.ope import ab
 from recsim.ope import intervals as iv
 from recsim.ope.bootstrap import ClusterSums, finish, percentile_interval, poisson_counts, ratio
+from recsim.ope.estimators import Bootstrap, estimate
+
+log = logging.getLogger(__name__)
 
 
 def _sums(num, den, ids=None):
@@ -289,6 +294,34 @@ def _frames(n=400, seed=0):
     control = base.with_columns(target_prob=pl.Series((action == 2).astype(float)))
     treatment = base.with_columns(target_prob=pl.Series((action == 3).astype(float)))
     return control, treatment
+
+
+# ---------------------------------------------------------------- the hooks
+
+def test_default_interval_leaves_todays_numbers_unchanged():
+    control, _ = _frames()
+    before, reps = estimate("snips", control, Bootstrap(200, seed=1))
+    cs_est = estimate("snips", control, Bootstrap(200, seed=1, interval="percentile"))
+    assert (before.ci_low, before.ci_high) == (cs_est[0].ci_low, cs_est[0].ci_high)
+    assert "interval" not in before.diagnostics
+    with pytest.raises(ValueError, match="Bootstrap.interval"):
+        Bootstrap(interval="empirical_likelihood")
+
+
+@pytest.mark.parametrize("method", ["studentized", "bca"])
+def test_bootstrap_interval_argument_reaches_every_estimate(method):
+    control, treatment = _frames()
+    est, reps = estimate("snips", control, Bootstrap(200, seed=1, interval=method))
+    _, plain_reps = estimate("snips", control, Bootstrap(200, seed=1))
+    assert np.array_equal(reps, plain_reps) and est.diagnostics["interval"] == method
+    assert est.ci_low <= est.value <= est.ci_high
+    lift = ab.offline_lift("snips", control, treatment, Bootstrap(200, seed=1, interval=method))
+    plain = ab.offline_lift("snips", control, treatment, Bootstrap(200, seed=1))
+    assert lift.lift == plain.lift and lift.p_value == plain.p_value
+    assert (lift.ci_low, lift.ci_high) != (plain.ci_low, plain.ci_high)
+    assert lift.ci_low <= lift.lift <= lift.ci_high
+    self_lift = ab.offline_lift("snips", control, control, Bootstrap(100, interval=method))
+    assert self_lift.ci_low == 0.0 and self_lift.ci_high == 0.0
 
 
 def test_el_wrappers():
