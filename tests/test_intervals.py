@@ -333,3 +333,82 @@ def test_el_wrappers():
     lift = iv.el_lift("ips", control, treatment)
     assert lift.ci_low < lift.lift < lift.ci_high and 0 <= lift.p_value <= 1
     assert math.isnan(lift.std_error)
+
+
+# ---------------------------------------------------------------- coverage (slow)
+
+CTR = np.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]])  # [context, action]
+TREAT, CONTROL = np.array([3, 0]), np.array([3, 3])  # deterministic policies; agree in context 0
+V_T, V_C = 0.4, 0.25  # true values (contexts equally likely); true lift 0.6
+N_BOOT = 400
+
+
+def _simulate(ess: int, seed: int, per_member: int):
+    """Uniform logging over 4 actions: n = 4 ess decisions (ESS of a deterministic target ~ ess).
+    per_member > 1: members share a click propensity multiplier ~ U(0, 2) (clustered rows)."""
+    rng = np.random.default_rng(seed)
+    n = 4 * ess
+    ctx, action = rng.integers(0, 2, n), rng.integers(0, 4, n)
+    member = np.arange(n) // per_member
+    mult = rng.uniform(0, 2, member[-1] + 1)[member] if per_member > 1 else 1.0
+    reward = (rng.random(n) < CTR[ctx, action] * mult).astype(float)
+    return member, 4.0 * (action == TREAT[ctx]), 4.0 * (action == CONTROL[ctx]), reward
+
+
+def _member_sums(member, w, r, estimator):
+    den = np.ones_like(w) if estimator == "ips" else w
+    sums = np.stack([np.bincount(member, w * r), np.bincount(member, den)], axis=1)
+    return ClusterSums(np.arange(len(sums)), sums, ("num", "den"), len(w))
+
+
+def _one_dataset(ess, seed, per_member, alpha=0.05):
+    """(method -> (low, high)) for the treatment's IPS / SNIPS value and the paired lift."""
+    member, w_t, w_c, r = _simulate(ess, seed, per_member)
+    out = {}
+    for est in ("ips", "snips"):
+        got = iv.bootstrap_intervals(iv.BOOTSTRAP_METHODS, _member_sums(member, w_t, r, est),
+                                     ratio, N_BOOT, seed, alpha)
+        out.update({(est, m): (i.low, i.high) for m, i in got.items()})
+    el = iv.empirical_likelihood(w_t, r, alpha)
+    out[("value", "empirical_likelihood")] = (el.low, el.high)
+    lifts = iv.lift_intervals(iv.BOOTSTRAP_METHODS, _member_sums(member, w_c, r, "snips"), ratio,
+                              _member_sums(member, w_t, r, "snips"), ratio, N_BOOT, seed, alpha)
+    out.update({("lift", m): (i.low, i.high) for m, i in lifts.items()})
+    el_lift = iv.empirical_likelihood_lift(w_c, w_t, r, alpha)
+    out[("lift", "empirical_likelihood")] = (el_lift.low, el_lift.high)
+    return out
+
+
+def coverage_table(ess_values=(50, 200, 1000), n_seeds=100, per_member=1):
+    """{(ess, target, method): (coverage, mean width)} over n_seeds simulated logs."""
+    table = {}
+    for ess in ess_values:
+        hits: dict = {}
+        for seed in range(n_seeds):
+            for key, (lo, hi) in _one_dataset(ess, 10_000 * ess + seed, per_member).items():
+                truth = (V_T / V_C - 1) if key[0] == "lift" else V_T
+                hits.setdefault(key, []).append((lo <= truth <= hi, hi - lo))
+        for (target, method), rows in hits.items():
+            covered, width = np.array(rows).T
+            table[(ess, target, method)] = (float(covered.mean()), float(np.mean(width)))
+            log.info("per_member=%d ess=%d %s %s: coverage %.3f width %.3f", per_member, ess,
+                     target, method, covered.mean(), np.mean(width))
+    return table
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("per_member", [1, 4, 20])
+def test_coverage_on_a_simulated_bandit(per_member):
+    """Floors fixed before measuring: the second-order bootstrap intervals cover >= 85% at every
+    ESS (>= 90% at ESS 1000) with 1 or 4 decisions per member; EL too when rows are independent
+    (per_member = 1). EL with clustered rows and the percentile interval are measured, not
+    asserted. per_member = 20 is measured only: it was added after the 4-per-member run showed a
+    design effect of ~1.1 (member-bootstrap widths 5% above the independent design), too mild to
+    show what EL's row-independence costs; at 20 the design effect is ~1.7."""
+    table = coverage_table(n_seeds=100, per_member=per_member)
+    for (ess, target, method), (cov, width) in table.items():
+        assert np.isfinite(width) or (target == "lift" and method == "empirical_likelihood")
+        asserted = per_member <= 4 and (method in ("studentized", "bca") or (
+            method == "empirical_likelihood" and per_member == 1))
+        if asserted:
+            assert cov >= (0.90 if ess == 1000 else 0.85), (ess, target, method, cov)

@@ -132,8 +132,9 @@ def gradient(combine: Combine, terms: tuple[str, ...], totals: np.ndarray) -> np
         up, down = totals.copy(), totals.copy()
         up[..., j] += h
         down[..., j] -= h
-        grad[..., j] = ((_value(combine, terms, up) - _value(combine, terms, down))
-                        / (up[..., j] - down[..., j]))
+        with np.errstate(invalid="ignore"):  # a replicate without decisions gives nan
+            grad[..., j] = ((_value(combine, terms, up) - _value(combine, terms, down))
+                            / (up[..., j] - down[..., j]))
     return grad
 
 
