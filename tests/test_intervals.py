@@ -83,6 +83,8 @@ def test_bca_levels_follow_efron():
                                             np.array([1.0, 1.0, -2.0]), 0.05)
     assert z0_hat == pytest.approx(nd.ppf(0.25))  # one replicate in four below theta
     assert a_hat == pytest.approx((1 + 1 - 8) / (6 * 6 ** 1.5))
+    ties = iv.bca_interval(0.0, np.array([-1.0, 0.0, 0.0, 1.0, 2.0, 3.0]), np.ones(2), 0.05)
+    assert ties[2] == pytest.approx(nd.ppf(2 / 6))  # (1 below + 2 ties / 2) of 6
 
 
 def test_studentized_interval_reflects_the_t_quantiles():
