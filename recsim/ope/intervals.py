@@ -1,12 +1,13 @@
 """Intervals for small effective samples, beside the percentile bootstrap.
 
 The percentile interval of recsim/ope/bootstrap.py reads the quantiles of the Poisson-bootstrap
-replicates directly. With few effective decisions (importance weights concentrate the estimate
-on a handful of members) that interval is too short and lopsided: the replicate distribution is
-skewed, and its spread is the spread *around the replicate*, not around the truth. This module
-adds three second-order alternatives that reuse the same member-level sums and the same counts
-(a member's Poisson counts are a pure function of (seed, member, replicate)), plus empirical
-likelihood, which reads rows:
+replicates directly. It is first-order accurate: with few effective decisions (importance
+weights concentrate the estimate on a handful of members) a skewed replicate distribution can
+leave it short on one side. This module adds second-order alternatives that reuse the same
+member-level sums and the same counts (a member's Poisson counts are a pure function of (seed,
+member, replicate)), plus empirical likelihood, which reads rows. In the Bernoulli bandit of
+tests/test_intervals.py (weights 0 or 4) the percentile interval already covered 91-97% down to
+an ESS of 50 and the corrections changed little; they matter where replicates are skewed.
 
     studentized  bootstrap-t (Efron & Tibshirani 1993, ch. 12; Hall 1992). Within replicate b
                  the standard error comes from the delta method over the member sums:
@@ -40,9 +41,13 @@ the joint influence values of both estimators (pairing included). The EL lift in
 (`empirical_likelihood_lift`) profiles the ratio rho = V_t / V_c of two values measured on the
 same rows, each constrained by E_Q[w] = 1, under one distribution Q (so pairing is kept, no
 Bonferroni split); its unobserved mass is the w_min = 0, w_max = inf case of the single-value
-model. It is asymptotically chi2(1) (Qin & Lawless 1994: one parameter of interest, known
-moment conditions as auxiliary information); like the single value it treats rows as
-independent.
+model. Its calibration is the chi2(1) / F(1, n) of a one-parameter profile (Qin & Lawless 1994:
+known moment conditions as auxiliary information); like the single value it treats rows as
+independent. It is conservative: the unobserved w-mass of the two arms may carry *different*
+rewards, so pairing on the unseen rows is lost (a policy against itself gets a non-zero width;
+in the simulation it covered 99-100% at about twice the width of the studentized / BCa lift).
+Prefer studentized or BCa for the lift; the EL lift is there as a check that does not lean on
+the normal approximation or on member sums.
 
 Open Bandit Pipeline's `estimate_confidence_interval_by_bootstrap` is a percentile bootstrap
 over rows (not members); the studentized / BCa corrections here keep members as the unit.
