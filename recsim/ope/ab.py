@@ -50,11 +50,17 @@ def _check_same_requests(control: pl.DataFrame, treatment: pl.DataFrame) -> None
 
 
 def lift_from_replicates(name: str, c: Estimate, t: Estimate, c_reps: np.ndarray,
-                         t_reps: np.ndarray, alpha: float, power: float = 0.8) -> Lift:
-    """Paired relative lift from the two policies' replicate values (same bootstrap counts)."""
+                         t_reps: np.ndarray, alpha: float, power: float = 0.8,
+                         interval: tuple[float, float] | None = None) -> Lift:
+    """Paired relative lift from the two policies' replicate values (same bootstrap counts).
+
+    `interval`: (low, high) of the lift from another method (recsim/ope/intervals.py:
+    studentized, BCa, empirical likelihood) replaces the percentile interval; the p-value,
+    standard error and MDE stay those of the replicate distribution.
+    """
     with np.errstate(divide="ignore", invalid="ignore"):  # a replicate may have control 0
         reps = t_reps / c_reps - 1
-    lo, hi = percentile_interval(reps, alpha)
+    lo, hi = percentile_interval(reps, alpha) if interval is None else interval
     finite = reps[np.isfinite(reps)]
     if finite.size == 0:
         p, se = float("nan"), float("nan")
@@ -72,7 +78,9 @@ def offline_lifts(names: list[str], control: pl.DataFrame, treatment: pl.DataFra
                   ) -> dict[str, Lift]:
     """Lift per estimator; `control` and `treatment` are the same logged decisions, each with
     its policy's target_prob (and target_reward_hat / target_marginal where used).
-    ray_shards > 0 sums the rows in that many Ray tasks (same numbers; recsim/distributed.py)."""
+    ray_shards > 0 sums the rows in that many Ray tasks (same numbers; recsim/distributed.py).
+    boot.interval other than "percentile" sums both frames once more, in this process, for the
+    joint influence values of the lift (recsim/ope/intervals.py)."""
     _check_same_requests(control, treatment)
     alpha = boot.alpha if alpha is None else alpha
     run = evaluate
@@ -83,7 +91,15 @@ def offline_lifts(names: list[str], control: pl.DataFrame, treatment: pl.DataFra
         run = partial(evaluate_on_ray, n_shards=ray_shards)
     c = run(names, control, boot, alpha, source="control decisions")
     t = run(names, treatment, boot, alpha, source="treatment decisions")
-    return {n: lift_from_replicates(n, *c[n][:1], *t[n][:1], c[n][1], t[n][1], alpha)
+    bounds = {n: None for n in names}
+    if boot.interval != "percentile":  # hook: paired studentized / BCa (recsim/ope/intervals.py)
+        from recsim.ope.intervals import offline_lift_intervals
+
+        other = offline_lift_intervals(list(names), control, treatment, boot.interval,
+                                       boot.n_boot, boot.seed, alpha)
+        bounds = {n: (other[n].low, other[n].high) for n in names}
+    return {n: lift_from_replicates(n, *c[n][:1], *t[n][:1], c[n][1], t[n][1], alpha,
+                                    interval=bounds[n])
             for n in names}
 
 

@@ -162,19 +162,29 @@ def weight_diagnostics(totals: dict[str, float], n_rows: int, max_weight: float)
 
 def finish(name: str, cs: ClusterSums, combine: Combine, n_boot: int, seed: int,
            alpha: float = 0.05, n: int | None = None,
-           replicated: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Estimate, np.ndarray]:
+           replicated: tuple[np.ndarray, np.ndarray] | None = None,
+           interval: str = "percentile") -> tuple[Estimate, np.ndarray]:
     """Estimate(name, value, interval, n, diagnostics) and the [B] replicate values.
 
     `replicated`: (point [T], replicates [B, T]) already drawn for cs's terms (several estimators
-    replicated together draw the counts once).
+    replicated together draw the counts once). `interval`: "percentile" (default), or
+    "studentized" / "bca" from recsim/ope/intervals.py (same counts; the replicate values
+    returned are the same either way).
     """
     point, reps = replicate(cs, n_boot, seed) if replicated is None else replicated
     with np.errstate(invalid="ignore", divide="ignore"):
         value = float(combine(dict(zip(cs.terms, point))))
         values = combine({t: reps[:, i] for i, t in enumerate(cs.terms)})
     lo, hi = percentile_interval(values, alpha)
+    if interval != "percentile":  # hook: second-order intervals live in recsim/ope/intervals.py
+        from recsim.ope.intervals import bootstrap_interval
+
+        other = bootstrap_interval(interval, cs, combine, n_boot, seed, alpha)
+        lo, hi = other.low, other.high
     totals = dict(zip(cs.terms, point.tolist()))
     decisions = int(round(totals.get("_decisions", cs.n_rows)))
     diag = weight_diagnostics(totals, cs.n_rows, cs.max_weight) if "_w" in totals else {}
     diag["n_members"] = int(len(cs.ids))
+    if interval != "percentile":
+        diag["interval"] = interval
     return Estimate(name, value, lo, hi, decisions if n is None else n, diag), values

@@ -172,17 +172,27 @@ def finish_all(cs: ClusterSums, columns: dict[str, dict[str, str]], max_weight: 
         mine = ClusterSums(cs.ids, cs.sums[:, idx], tuple(cols), cs.n_rows, max_weight[name])
         out[name] = finish(name, mine, ESTIMATORS[name].combine, boot.n_boot, boot.seed,
                            boot.alpha if alpha is None else alpha,
-                           replicated=(point[idx], reps[:, idx]))
+                           replicated=(point[idx], reps[:, idx]), interval=boot.interval)
     return out
 
 
 @dataclass(frozen=True)
 class Bootstrap:
-    """How intervals are drawn: B Poisson(1) replicates over members, seeded; 1 - alpha level."""
+    """How intervals are drawn: B Poisson(1) replicates over members, seeded; 1 - alpha level.
+
+    interval: "percentile" (the default: today's numbers), "studentized" or "bca"
+    (recsim/ope/intervals.py; same replicates, second-order corrections).
+    """
 
     n_boot: int = 500
     seed: int = 0
     alpha: float = 0.05
+    interval: str = "percentile"
+
+    def __post_init__(self):
+        if self.interval not in ("percentile", "studentized", "bca"):
+            raise ValueError(f"Bootstrap.interval must be 'percentile', 'studentized' or 'bca', "
+                             f"not {self.interval!r}")
 
 
 def evaluate(names: list[str], frame: pl.DataFrame, boot: Bootstrap, alpha: float | None = None,
