@@ -1,5 +1,6 @@
-"""Second-order and empirical-likelihood intervals (recsim/ope/intervals.py): hand-solved cases,
-brute-force profile likelihoods, properties, the hooks, and coverage on a simulated bandit."""
+"""Second-order (recsim/ope/intervals.py) and empirical-likelihood
+(recsim/ope/empirical_likelihood.py) intervals: hand-solved cases, brute-force profile
+likelihoods, properties, the hooks, and coverage on a simulated bandit."""
 
 import logging
 import math
@@ -10,6 +11,7 @@ import pytest
 from scipy import optimize, stats
 
 from recsim.ope import ab
+from recsim.ope import empirical_likelihood as elm
 from recsim.ope import intervals as iv
 from recsim.ope.bootstrap import ClusterSums, finish, percentile_interval, poisson_counts, ratio
 from recsim.ope.estimators import Bootstrap, estimate
@@ -117,7 +119,7 @@ def test_intervals_contain_the_estimate_and_widen_with_confidence(estimator):
     for method in iv.BOOTSTRAP_METHODS:
         assert wide[method].low <= narrow[method].low <= narrow[method].value
         assert narrow[method].value <= narrow[method].high <= wide[method].high
-    el_wide, el_narrow = iv.empirical_likelihood(w, r, 0.01), iv.empirical_likelihood(w, r, 0.2)
+    el_wide, el_narrow = elm.empirical_likelihood(w, r, 0.01), elm.empirical_likelihood(w, r, 0.2)
     assert el_wide.low < el_narrow.low <= el_narrow.value <= el_narrow.high < el_wide.high
 
 
@@ -202,7 +204,7 @@ def _brute_interval(profile, n, alpha, grid):
 def test_empirical_likelihood_matches_a_brute_force_profile_with_known_w_max(w):
     grid = np.linspace(0.01, 0.99, 20)
     best, low, high = _brute_interval(lambda v: _brute_profile(w, R, 5.0, v), len(w), 0.1, grid)
-    el = iv.empirical_likelihood(w, R, 0.1, weight_range=(0.0, 5.0))
+    el = elm.empirical_likelihood(w, R, 0.1, weight_range=(0.0, 5.0))
     assert el.diagnostics["loglik"] == pytest.approx(best, abs=1e-6)
     assert (el.low, el.high) == pytest.approx((low, high), abs=2e-5)
     assert el.low < el.value < el.high
@@ -212,14 +214,14 @@ def test_empirical_likelihood_matches_a_brute_force_profile_with_known_w_max(w):
 def test_empirical_likelihood_matches_a_brute_force_profile_with_unbounded_weights(w):
     grid = np.linspace(0.01, 0.99, 20)
     best, low, high = _brute_interval(lambda v: _brute_profile_inf(w, R, v), len(w), 0.1, grid)
-    el = iv.empirical_likelihood(w, R, 0.1)
+    el = elm.empirical_likelihood(w, R, 0.1)
     assert el.diagnostics["loglik"] == pytest.approx(best, abs=1e-6)
     assert (el.low, el.high) == pytest.approx((low, high), abs=2e-5)
 
 
 def test_a_known_w_max_matters_when_large_weights_are_unseen():
-    known = iv.empirical_likelihood(W_LOW, R, 0.1, weight_range=(0.0, 5.0))
-    unbounded = iv.empirical_likelihood(W_LOW, R, 0.1)
+    known = elm.empirical_likelihood(W_LOW, R, 0.1, weight_range=(0.0, 5.0))
+    unbounded = elm.empirical_likelihood(W_LOW, R, 0.1)
     assert unbounded.diagnostics["unobserved_w_mass"] == pytest.approx(1 / 8)
     assert unbounded.low < known.low and known.high < unbounded.high
 
@@ -246,7 +248,7 @@ def test_empirical_likelihood_lift_matches_a_brute_force_profile():
     grid = np.linspace(0.05, 8.0, 25)
     best, low, high = _brute_interval(lambda x: _brute_lift_profile(w_c, w_t, r, x), len(r),
                                       0.2, grid)
-    el = iv.empirical_likelihood_lift(w_c, w_t, r, 0.2)
+    el = elm.empirical_likelihood_lift(w_c, w_t, r, 0.2)
     assert el.diagnostics["loglik"] == pytest.approx(best, abs=1e-6)
     assert (el.low + 1, el.high + 1) == pytest.approx((low, high), abs=1e-4)
     assert el.low < el.value < el.high
@@ -254,19 +256,19 @@ def test_empirical_likelihood_lift_matches_a_brute_force_profile():
 
 
 def test_empirical_likelihood_edge_cases_and_errors():
-    no_reward = iv.empirical_likelihood(W, np.zeros_like(W))
+    no_reward = elm.empirical_likelihood(W, np.zeros_like(W))
     assert no_reward.low == 0.0 and no_reward.value == 0.0 < no_reward.high
     with pytest.raises(ValueError, match="known range"):
-        iv.empirical_likelihood(W, R + 1)
+        elm.empirical_likelihood(W, R + 1)
     with pytest.raises(ValueError, match="w_min < 1 < w_max"):
-        iv.empirical_likelihood(np.full(4, 1.0), np.ones(4), weight_range=(1.0, 1.0))
+        elm.empirical_likelihood(np.full(4, 1.0), np.ones(4), weight_range=(1.0, 1.0))
     with pytest.raises(ValueError, match="calibration"):
-        iv.empirical_likelihood(W, R, calibration="normal")
-    chi2 = iv.empirical_likelihood(W, R, calibration="chi2")  # chi2(1) < F(1, 8): narrower
-    f = iv.empirical_likelihood(W, R)
+        elm.empirical_likelihood(W, R, calibration="normal")
+    chi2 = elm.empirical_likelihood(W, R, calibration="chi2")  # chi2(1) < F(1, 8): narrower
+    f = elm.empirical_likelihood(W, R)
     assert f.low < chi2.low and chi2.high < f.high
-    counts = iv.empirical_likelihood(W[:4], R[:4], counts=[2, 2, 2, 2])
-    doubled = iv.empirical_likelihood(np.tile(W[:4], 2), np.tile(R[:4], 2))
+    counts = elm.empirical_likelihood(W[:4], R[:4], counts=[2, 2, 2, 2])
+    doubled = elm.empirical_likelihood(np.tile(W[:4], 2), np.tile(R[:4], 2))
     assert (counts.low, counts.high) == pytest.approx((doubled.low, doubled.high), abs=1e-9)
 
 
@@ -328,11 +330,11 @@ def test_bootstrap_interval_argument_reaches_every_estimate(method):
 
 def test_el_wrappers():
     control, treatment = _frames()
-    est = iv.el_estimate("snips", control, 0.05)
+    est = elm.el_estimate("snips", control, 0.05)
     assert est.ci_low <= est.diagnostics["el_value"] <= est.ci_high and est.n == control.height
     with pytest.raises(ValueError, match="'ips' and 'snips'"):
-        iv.el_estimate("dr", control)
-    lift = iv.el_lift("ips", control, treatment)
+        elm.el_estimate("dr", control)
+    lift = elm.el_lift("ips", control, treatment)
     assert lift.ci_low < lift.lift < lift.ci_high and 0 <= lift.p_value <= 1
     assert math.isnan(lift.std_error)
 
@@ -371,12 +373,12 @@ def _one_dataset(ess, seed, per_member, alpha=0.05):
         got = iv.bootstrap_intervals(iv.BOOTSTRAP_METHODS, _member_sums(member, w_t, r, est),
                                      ratio, N_BOOT, seed, alpha)
         out.update({(est, m): (i.low, i.high) for m, i in got.items()})
-    el = iv.empirical_likelihood(w_t, r, alpha)
+    el = elm.empirical_likelihood(w_t, r, alpha)
     out[("value", "empirical_likelihood")] = (el.low, el.high)
     lifts = iv.lift_intervals(iv.BOOTSTRAP_METHODS, _member_sums(member, w_c, r, "snips"), ratio,
                               _member_sums(member, w_t, r, "snips"), ratio, N_BOOT, seed, alpha)
     out.update({("lift", m): (i.low, i.high) for m, i in lifts.items()})
-    el_lift = iv.empirical_likelihood_lift(w_c, w_t, r, alpha)
+    el_lift = elm.empirical_likelihood_lift(w_c, w_t, r, alpha)
     out[("lift", "empirical_likelihood")] = (el_lift.low, el_lift.high)
     return out
 
