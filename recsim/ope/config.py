@@ -18,6 +18,7 @@ from recsim.world.rewards import ACTIONS, METRICS
 # The A/B evaluates the feed's top slot: the per-decision estimators, not the slate ones.
 TOP_SLOT_ESTIMATORS = tuple(e for e in ESTIMATORS if e not in SLATE_ESTIMATORS)
 ROLES = ("control", "treatment")
+INTERVALS = ("percentile", "studentized", "bca")
 
 
 @dataclass
@@ -38,6 +39,10 @@ class SimConfig:
     # Guard rails (recsim/ope/verdict.py): below this effective sample size an estimate's status
     # is not ok; the verdict comes from the first estimator of `recommended` whose status is ok.
     min_effective_sample_size: float = 100.0
+    # Intervals (recsim/ope/intervals.py): the reported one, and others computed beside it for
+    # the validity runs (recsim/jobs/validity.py), which choose between them.
+    interval: str = "percentile"  # percentile | studentized | bca
+    extra_intervals: list[str] = field(default_factory=lambda: ["studentized", "bca"])
     recommended: list[str] = field(default_factory=lambda: ["sndr", "dr", "iips"])
     # The text dual encoder of policies with member_vectors=dual_encoder (trained in the run).
     dual_encoder: DualEncoderConfig = field(default_factory=lambda: DualEncoderConfig(
@@ -74,6 +79,8 @@ class SimConfig:
         checks.at_least("sim.slate_samples", self.slate_samples, 1)
         checks.at_least("sim.min_effective_sample_size", self.min_effective_sample_size, 0)
         checks.all_known("sim.recommended", self.recommended, ESTIMATORS)
+        checks.one_of("sim.interval", self.interval, INTERVALS)
+        checks.all_known("sim.extra_intervals", self.extra_intervals, INTERVALS, nonempty=False)
         for role in ROLES:
             policy = getattr(self, role)
             policy.check(f"sim.{role}")

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from recsim.ope import ab, estimators, funnel, online, policies, slate_offline, support, verdict
+from recsim.ope import (ab, estimators, funnel, intervals, online, policies, slate_offline,
+                        support, verdict)
 from recsim.ope.ab import Lift, SegmentLift
 from recsim.ope.bootstrap import Estimate
 from recsim.ope.config import SimConfig
@@ -101,6 +102,7 @@ class OfflineResult:
     weights: dict[str, np.ndarray]  # role -> top-slot importance weights
     support: dict[str, dict]  # role -> {"top_slot": share, "slate": support.decisions_support(...)}
     uniform_logging: bool  # the logged first slots' propensities are 1 / candidates
+    intervals: dict[str, dict[str, tuple[float, float]]]  # estimator -> extra method -> (lo, hi)
 
 
 def _top_slot_frame(served: Served, role: str, sim: SimConfig) -> pl.DataFrame:
@@ -122,7 +124,7 @@ def estimate_offline(served: Served, sim: SimConfig, impressions: pl.DataFrame,
                      candidates: pl.DataFrame, logging_policy, segments: pl.DataFrame,
                      slate_size: int, seed: int) -> OfflineResult:
     """Every estimator per policy and the paired lifts; `segments` from ab.member_segments."""
-    boot = estimators.Bootstrap(sim.n_bootstrap, seed, sim.alpha)
+    boot = estimators.Bootstrap(sim.n_bootstrap, seed, sim.alpha, interval=sim.interval)
     framed = {role: _top_slot_frame(served, role, sim) for role in ROLES}
     lifts = list(ab.offline_lifts(sim.estimators, framed["control"], framed["treatment"], boot,
                                   ray_shards=sim.ray_shards).values())
@@ -146,7 +148,23 @@ def estimate_offline(served: Served, sim: SimConfig, impressions: pl.DataFrame,
                      "slate": support.decisions_support(slate_frames[role])}
               for role in ROLES}
     uniform = verdict.logging_is_uniform(served.decisions, candidates)
-    return OfflineResult(lifts, by_segment, logging_value, weights, shares, uniform)
+    extra = _extra_intervals(sim, framed, slate_frames, seed)
+    return OfflineResult(lifts, by_segment, logging_value, weights, shares, uniform, extra)
+
+
+def _extra_intervals(sim: SimConfig, framed: dict, slate_frames: dict, seed: int) -> dict:
+    """estimator -> method -> (lo, hi) of its paired lift, for each of sim.extra_intervals."""
+    out: dict[str, dict] = {}
+    for method in (m for m in sim.extra_intervals if m != sim.interval):
+        for names, frames in ((sim.estimators, framed), (sim.slate_estimators, slate_frames)):
+            if not names:
+                continue
+            found = intervals.offline_lift_intervals(list(names), frames["control"],
+                                                     frames["treatment"], method,
+                                                     sim.n_bootstrap, seed, sim.alpha)
+            for name, iv in found.items():
+                out.setdefault(name, {})[method] = (iv.low, iv.high)
+    return out
 
 
 @dataclass

@@ -87,6 +87,8 @@ def _estimate_sections(r: RunResults, names: dict[str, str]) -> dict:
         ess = min(getattr(lift, role).diagnostics.get("effective_sample_size", math.inf)
                   for role in names)
         return {**dataclasses.asdict(lift), "scope": "slate" if slate else "top slot",
+                "interval": sim.interval,
+                "intervals": {m: list(b) for m, b in r.offline.intervals.get(lift.estimator, {}).items()},
                 "true_lift": r.truth.lift if slate else r.truth.top_slot_lift,
                 "status": verdict.status(lift.estimator, sim.min_effective_sample_size, ess, share,
                                          r.offline.uniform_logging)}
