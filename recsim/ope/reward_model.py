@@ -1,35 +1,30 @@
 """A reward model fitted for the purpose, for DM / DR / SNDR, with its own error in the interval.
 
 With `sim.reward_model: treatment` the model-based estimators judge the treatment by the ranker
-it maximises: the posts it puts first are the ones its model over-rates (an optimiser's
-curse), so DM reads the treatment's own noise as lift; and DM's interval holds the model fixed.
-This module gives them a model that belongs to neither compared policy, in five steps:
+it maximises: the posts it puts first are those its model over-rates (an optimiser's curse),
+and DM's interval holds that model fixed. This module gives them a model of neither policy:
 
     1. Features          point-in-time features of a row (request_id, member_id, post_id,
-                         position, timestamp) from one events log (the training period's): the
-                         position, the post's age at the request, its topic, smoothed engagement
-                         rates and log counts of the member, the member x topic, the author and
-                         the post, from events strictly before the row's time (ranker.retrieval.
-                         history.PointInTimeEvents), and the member's connections, activity and
-                         tenure. No embedding, no id table, no ranker score: nothing a compared
-                         ranker learns or ranks by.
-    2. fit_reward_model  sklearn HistGradientBoostingClassifier on every slot of the training
-                         log (the position a feature), label = the metric's engagement event;
-                         and `n_refits` refits with Poisson(1) member-bootstrap weights (the
-                         model's own sampling error).
-    3. cross_fit         K member folds: each row is predicted by a model that never saw its
-                         member. It does not matter when the model trains on the training period
-                         and predicts the evaluation period (the run: the evaluated labels are
-                         unseen); it does when a team has ONE log period, where a model
-                         predicting its own training rows has fitted their labels, so DR's
-                         correction r - q shrinks towards 0 and DM looks better than it is.
-    4. model_based_lifts DM / DR / SNDR of both policies and their paired lifts, with the
-                         estimators' own terms (recsim.ope.estimators, the one home); only the
-                         reward_hat / target_reward_hat columns come from this model. Intervals
-                         combine the evaluation bootstrap with the refits (see its docstring).
-    5. check_independent / reward_model_status
-                         refuse a compared ranker as the reward model where independence is
-                         required; the line the report shows for the configured one.
+                         position, timestamp) from one events log (the training period's):
+                         position, post age, topic; smoothed engagement rates and log counts of
+                         the member, member x topic, author and post from events strictly
+                         before the row (ranker.retrieval.history.PointInTimeEvents); the
+                         topic's share of the member's earlier impressions; the member's
+                         connections, activity and tenure. No embedding, id table or ranker
+                         score: nothing a compared ranker learns or ranks by.
+    2. fit_reward_model  HistGradientBoostingClassifier on every slot of the training log,
+                         label = the metric's engagement event; and `n_refits` refits with
+                         Poisson(1) member-bootstrap weights (the model's sampling error).
+    3. cross_fit         K member folds: each row predicted by a model that never saw its
+                         member. Not needed when the model trains on the training period and
+                         predicts the evaluation period (the run); needed when a team has ONE
+                         log period: a model predicting its own training rows has fitted their
+                         labels, so DR's correction r - q shrinks and DM looks better than it is.
+    4. model_based_lifts DM / DR / SNDR and their paired lifts with the estimators' own terms
+                         (recsim.ope.estimators, the one home); only reward_hat /
+                         target_reward_hat come from the model; intervals include its refits.
+    5. check_independent / reward_model_status: refuse a compared ranker as the reward model;
+                         the report's line on the configured one.
 
 Shapes: N rows, F features (len(FEATURES)), R refits, B bootstrap replicates.
 """
@@ -56,9 +51,11 @@ log = logging.getLogger(__name__)
 
 FEATURES = ("position", "post_age_hours", "topic", "member_rate", "member_log_n",
             "member_topic_rate", "member_topic_log_n", "author_rate", "author_log_n",
-            "post_rate", "post_log_n", "log_connections", "activity_level", "tenure_days")
+            "post_rate", "post_log_n", "member_topic_share", "log_connections",
+            "activity_level", "tenure_days")
 TOPIC = FEATURES.index("topic")  # the one categorical feature
 MODEL_BASED = ("dm", "dr", "sndr")
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # member_folds' multiplicative hash
 REFIT_SEED = 0x5EED  # added to the seed: refit counts independent of the evaluation bootstrap's
 
 
@@ -71,10 +68,8 @@ class RewardModelConfig:
     max_leaf_nodes: int = 7  # small trees: on the tests' worlds 15 leaves overfit (AUC -0.005)
     min_samples_leaf: int = 40
     l2_regularization: float = 1.0
-    prior_strength: float = 20.0  # pseudo-impressions at the log's rate (before the row) that
-    #                               smooth each rate
-    n_threads: int = 1  # OpenMP threads of the trees: more gain nothing on 10^5 rows, and
-    #                     spinning OpenMP threads on busy shared cores cost 10-40x
+    prior_strength: float = 20.0  # pseudo-impressions at the log's rate that smooth a rate
+    n_threads: int = 1  # OpenMP threads: more gain nothing here; on busy shared cores 10-40x slower
 
 
 def _label(metric: str) -> pl.Expr:
@@ -126,7 +121,8 @@ class Features:
 
     def _keys(self, member_id: np.ndarray, post_id: np.ndarray) -> dict[str, np.ndarray]:
         p = lookup_sorted(self.post_ids, post_id, "post_id")
-        return {"member": member_id, "member_topic": member_id * len(self.topics) + self.post_topic[p],
+        topic = member_id * len(self.topics) + self.post_topic[p]
+        return {"member": member_id, "member_topic": topic,
                 "author": self.post_author[p], "post": post_id}
 
     def matrix(self, rows: pl.DataFrame) -> np.ndarray:
@@ -138,11 +134,13 @@ class Features:
                 self.post_topic[p].astype(np.float64)]
         n, k = self.log_rate.before(np.zeros(len(t), dtype=np.int64), t)
         prior, s = (k + 0.5) / (n + 1.0), self.prior_strength  # the log's rate before t
+        seen = {}
         for name, key in self._keys(member_id, post_id).items():
-            n, k = self.counts[name].before(key, t)
-            cols += [(k + s * prior) / (n + s), np.log1p(n)]
+            seen[name], k = self.counts[name].before(key, t)
+            cols += [(k + s * prior) / (seen[name] + s), np.log1p(seen[name])]
+        share = (seen["member_topic"] + 1) / (seen["member"] + len(self.topics))
         m = lookup_sorted(self.member_ids, member_id, "member_id")
-        return np.column_stack(cols + [self.member_numeric[m]])
+        return np.column_stack(cols + [share[:, None], self.member_numeric[m]])
 
 
 @dataclass
@@ -203,14 +201,13 @@ def fit_reward_model(train_impressions: pl.DataFrame, posts: pl.DataFrame,
                      cfg: RewardModelConfig | None = None) -> RewardModel:
     """Step 2: the model on every slot of `train_impressions`, and cfg.n_refits refits.
 
-    Why gradient boosting and not a logistic regression: the world's click is examination(position)
-    x sigmoid(relevance), a product a linear logit cannot express, and relevance is non-linear in
-    the rates; boosted trees take the topic as a category, the rows' sample weights (the
-    bootstrap refits) natively, and fit 10^5 rows in seconds. Seeded via random_state; without
-    early stopping and subsampling the fit is deterministic anyway.
-    Refit r weights each training member's rows by the member's Poisson(1) count r (counts from
-    recsim.ope.bootstrap.poisson_counts with seed + REFIT_SEED); the features stay those of the
-    whole training log (the refits carry the model's fitting error, not the rates' noise).
+    Why boosted trees, not a logistic regression: a click is examination(position) x
+    sigmoid(relevance), a product a linear logit cannot express, and relevance is non-linear
+    in the rates; the trees take the topic as a category and the refits' sample weights, and
+    fit 10^5 rows in seconds. Seeded (random_state); without early stopping or subsampling
+    the fit is deterministic anyway. Refit r weights each member's rows by the member's
+    Poisson(1) count r (bootstrap.poisson_counts, seed + REFIT_SEED); the features stay the
+    whole log's (the refits carry the model's fitting error, not the rates' noise).
     """
     cfg = cfg or RewardModelConfig()
     start = time.perf_counter()
@@ -230,7 +227,7 @@ def fit_reward_model(train_impressions: pl.DataFrame, posts: pl.DataFrame,
 def member_folds(member_ids: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     """[N] fold of each member in 0..K-1: a hash of (seed, member), so any member has one."""
     with np.errstate(over="ignore"):
-        h = (np.asarray(member_ids).astype(np.uint64) + np.uint64(seed)) * np.uint64(0x9E3779B97F4A7C15)
+        h = (np.asarray(member_ids).astype(np.uint64) + np.uint64(seed)) * _GOLDEN
         h ^= h >> np.uint64(29)
     return (h % np.uint64(n_folds)).astype(np.int64)
 
@@ -298,9 +295,8 @@ def _framed(decisions: pl.DataFrame, action_probs: pl.DataFrame, q: pl.DataFrame
 def _values(model, decisions: dict, probs: dict, names, position: int) -> dict[str, dict]:
     """Point values {role: {name: value}} of the model-based estimators under `model`."""
     q = _predictions(model, decisions["control"], probs.values(), position)
-    one = estimators.Bootstrap(1, 0)
-    return {role: {n: e.value for n, (e, _) in estimators.evaluate(
-        list(names), _framed(decisions[role], probs[role], q), one).items()} for role in ROLES}
+    return {role: {n: e.value for n, (e, _) in estimators.evaluate(list(names), _framed(
+        decisions[role], probs[role], q), estimators.Bootstrap(1, 0)).items()} for role in ROLES}
 
 
 def model_based_lifts(decisions_c: pl.DataFrame, decisions_t: pl.DataFrame,
@@ -323,18 +319,18 @@ def model_based_lifts(decisions_c: pl.DataFrame, decisions_t: pl.DataFrame,
         name -> ab.Lift; both Estimates' diagnostics say "reward_model_error":
         "included (R refits)" or "not included" (and the refits' standard deviations).
 
-    The interval (refit-per-replicate, nested): the evaluation bootstrap's B replicates of a
-    value under the model, and the R refits' point values on the whole evaluation log,
-    centred (d_r = v_r - mean v). The combined replicates are all B x R sums v_b + d_r, so
-    their variance is exactly the evaluation variance + the refit variance, each with its own
-    shape. For the lift, v is the lift and refit r's lift uses one model for both policies, so
-    the model error common to both cancels in it (as it should: one model judges both).
-    Chosen over a cross-fitting sandwich variance because every interval here is a member
-    bootstrap (recsim.ope.bootstrap, one method in the report), a boosted model has no
-    smooth score for a sandwich, and R small refits take seconds. It assumes the training
-    and evaluation periods' noise independent (different impressions; the covariance through
-    the members both periods share is neglected); R = 20 estimates the refit variance within
-    about +-30 %.
+    The interval (refit-per-replicate): the evaluation bootstrap's B replicates of a value (a
+    policy's, or the lift) are stretched about the point by sqrt(1 + V_refit / V_eval), V_refit
+    the variance of the R refits' values on the whole evaluation log: the variance is exactly
+    V_eval + V_refit, the shape the bootstrap's, and the interval never narrower than the
+    evaluation-only one. (Nesting, all B x R sums v_b + (v_r - mean v), came out narrower by
+    discreteness where the refit spread is tiny, as for DR; 20 points say little of a shape.)
+    Refit r's lift uses one model for both policies, so their common model error cancels in
+    the lift. Chosen over a cross-fitting sandwich: every interval here is a member bootstrap
+    (recsim.ope.bootstrap), boosted trees have no smooth score for a sandwich, and R small
+    refits take seconds. Assumes the two periods' noise independent (different impressions;
+    the covariance through shared members is neglected); R = 20 gets V_refit within about
+    +-30 %. The refits carry the model's variance, not its bias: an attenuated model stays so.
     """
     check_independent(model, compared)
     alpha = boot.alpha if alpha is None else alpha
@@ -355,38 +351,39 @@ def model_based_lifts(decisions_c: pl.DataFrame, decisions_t: pl.DataFrame,
             for n in names}
 
 
-def _spread(boot_values: np.ndarray, refit_values: np.ndarray) -> np.ndarray:
-    """[B * R] all sums of the replicates [B] and the centred refit values [R] (R = 0: [B])."""
-    d = refit_values - refit_values.mean() if refit_values.size else np.zeros(1)
-    return (boot_values[:, None] + d[None, :]).ravel()
+def _stretch(point: float, boot_values: np.ndarray, refit_values: np.ndarray) -> np.ndarray:
+    """[B] the replicates stretched about the point by sqrt(1 + V_refit / V_eval): variance
+    V_eval + V_refit (ddof 1), the evaluation bootstrap's shape. Fewer than 2 refits: as given."""
+    reps, refits = boot_values[np.isfinite(boot_values)], refit_values[np.isfinite(refit_values)]
+    if refits.size < 2 or reps.size < 2 or not reps.var(ddof=1) > 0:
+        return boot_values
+    return point + np.sqrt(1 + refits.var(ddof=1) / reps.var(ddof=1)) * (boot_values - point)
 
 
 def _combined(name: str, ev: dict, refit_values: dict[str, np.ndarray], alpha: float, flag: str,
               model_name: str) -> ab.Lift:
     """The Lift of `name` from the evaluation replicates [B] and the refit values [R] of each
-    policy (R may be 0: the evaluation replicates alone). Each policy's interval spreads its
-    value; the lift's spreads the lift (refit r's lift uses one model for both policies)."""
+    policy (R may be 0: the evaluation replicates alone). Each policy's interval stretches its
+    value's replicates; the lift's, the lift's (refit r's lift: one model for both policies)."""
+    (c, c_boot), (t, t_boot) = ev["control"][name], ev["treatment"][name]
     with np.errstate(divide="ignore", invalid="ignore"):
         refit_lifts = refit_values["treatment"] / refit_values["control"] - 1  # [R]
-        boot_lifts = ev["treatment"][name][1] / ev["control"][name][1] - 1  # [B]
+        boot_lifts = t_boot / c_boot - 1  # [B]
+        lift = float(np.float64(t.value) / c.value - 1)
     ests = {}
-    for role in ROLES:
-        est, values = ev[role][name][0], refit_values[role]
-        lo, hi = percentile_interval(_spread(ev[role][name][1], values), alpha)
+    for role, est, boot_values in (("control", c, c_boot), ("treatment", t, t_boot)):
+        values = refit_values[role]
+        lo, hi = percentile_interval(_stretch(est.value, boot_values, values), alpha)
         diag = {**est.diagnostics, "reward_model": model_name, "reward_model_error": flag,
                 "refit_std": float(np.std(values, ddof=1)) if values.size > 1 else 0.0,
                 "lift_refit_std": float(np.std(refit_lifts, ddof=1)) if values.size > 1 else 0.0}
         ests[role] = replace(est, ci_low=lo, ci_high=hi, diagnostics=diag)
-    # ab.lift_from_replicates (the one home of a lift's interval, p-value, MDE) reads the lift
-    # replicates as t / c - 1: hand it c and c * (1 + lift) for each of the B * R lifts.
-    control = np.repeat(ev["control"][name][1], max(refit_lifts.size, 1))
-    treatment = control * (1 + _spread(boot_lifts, refit_lifts))
-    return ab.lift_from_replicates(name, ests["control"], ests["treatment"], control, treatment,
+    # ab.lift_from_replicates (the one home of a lift's interval, p-value and MDE) reads the
+    # lift replicates as t / c - 1: hand it c and c * (1 + lift) for each stretched lift.
+    with np.errstate(invalid="ignore"):
+        treatment = c_boot * (1 + _stretch(lift, boot_lifts, refit_lifts))
+    return ab.lift_from_replicates(name, ests["control"], ests["treatment"], c_boot, treatment,
                                    alpha)
-
-
-def _owner(x):
-    return getattr(x, "__self__", x)  # a bound scorer (ranker.score) -> its ranker
 
 
 def check_independent(reward_model, compared: Iterable = ()) -> None:
@@ -402,7 +399,8 @@ def check_independent(reward_model, compared: Iterable = ()) -> None:
             raise ValueError(f"sim.reward_model: must be one of {list(REWARD_MODELS)}, got "
                              f"{reward_model!r}")
         return
-    if any(_owner(reward_model) is _owner(c) for c in compared):
+    owner = getattr(reward_model, "__self__", reward_model)  # a bound scorer -> its ranker
+    if any(owner is getattr(c, "__self__", c) for c in compared):
         raise ValueError("reward model: it is one of the compared rankers; DM / DR / SNDR need a "
                          "model fitted for the purpose (recsim.ope.reward_model.fit_reward_model)")
 
