@@ -180,7 +180,7 @@ VALUE_ERRORS = [
     ("config", ["sim.n_bootstrap=0"], "sim.n_bootstrap", "must be >= 1, got 0"),
     ("config", ["sim.segment_estimator=magic"], "sim.segment_estimator", "must be one of"),
     ("config", ["sim.reward_model=logging"], "sim.reward_model",
-     "must be one of ['control', 'treatment'], got 'logging'"),
+     "must be one of ['fitted', 'control', 'treatment'], got 'logging'"),
     ("config", ["sim.policy_temperature=-1"], "sim.policy_temperature", "must be >= 0"),
     ("config", ["sim.ray_shards=-2"], "sim.ray_shards", "must be >= 0"),
     ("config", ["sim.max_eval_requests=0"], "sim.max_eval_requests", "must be >= 1 (or null)"),
@@ -363,5 +363,5 @@ def test_the_main_job_still_prints_its_help_and_config():
     shown = _job("--cfg", "job", "experiment=debug")
     assert shown.returncode == 0, shown.stderr[-2000:]
     job = OmegaConf.create(shown.stdout)
-    assert job.sim.n_bootstrap == 200 and job.sim.reward_model == "treatment"  # a schema default
+    assert job.sim.n_bootstrap == 200 and job.sim.reward_model == "fitted"  # a schema default
     assert job.world.n_members == 300

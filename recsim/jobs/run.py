@@ -50,6 +50,7 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
     from ranker.train import fit_ranker
     from recsim.ope.funnel import retrieval_sources
     from recsim.ope.offline import estimate_offline, ground_truth, serve_policies
+    from recsim.ope.reward_model import RewardModelConfig, fit_reward_model
     from recsim.report.assemble import RunResults, build_report
     from recsim.report.writer import write_report
 
@@ -90,10 +91,15 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
             split.test, ranker_cfg, seed, p.name,
             Path(output_dir) / "rankers" / f"{role}.pt") for role, p in roles.items()}
 
-    # 5. Policies: each funnel (candidates -> ranker -> slate) serves the evaluation requests.
+    # 5. Policies: each funnel (candidates -> ranker -> slate) serves the evaluation requests;
+    #    DM / DR / SNDR's reward model is fitted for the purpose on the training period
+    #    (sim.reward_model: fitted; recsim/ope/reward_model.py), or a role's own ranker.
     with _step(timings, "5_policies"):
-        served = serve_policies(split.test, world.candidates,
-                                {role: r.score for role, r in rankers.items()}, sources, sim,
+        scorers = {role: r.score for role, r in rankers.items()}
+        if sim.reward_model == "fitted":
+            scorers["fitted"] = fit_reward_model(split.train, world.posts, world.members,
+                                                 sim.metric, seed, RewardModelConfig(n_refits=0)).score
+        served = serve_policies(split.test, world.candidates, scorers, sources, sim,
                                 world_cfg.slate_size, seed)
 
     # 6. Offline estimates from the log: top-slot and slate estimators, support, paired lifts.
