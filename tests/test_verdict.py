@@ -17,6 +17,7 @@ def _row(name, lift, lo, hi, mde=0.10, status="ok"):
     (("ips", 100, 5000, 0.63, False), "partial support (0.63): biased"),
     (("ips", 100, 76, 1.0, False), "effective sample size 76 < 100"),
     (("snips", 100, 100, 1.0, False), "ok"),
+    (("dm", 100, 5, 1.0, False), "ok"),  # no importance weights: the sample-size rule is not DM's
 ])
 def test_status_of_each_kind(args, expected):
     assert verdict.status(*args) == expected

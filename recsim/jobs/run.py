@@ -96,11 +96,13 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
     #    (sim.reward_model: fitted; recsim/ope/reward_model.py), or a role's own ranker.
     with _step(timings, "5_policies"):
         scorers = {role: r.score for role, r in rankers.items()}
+        reward_model = None
         if sim.reward_model == "fitted":
-            scorers["fitted"] = fit_reward_model(split.train, world.posts, world.members,
-                                                 sim.metric, seed, RewardModelConfig(n_refits=0)).score
+            reward_model = fit_reward_model(split.train, world.posts, world.members, sim.metric,
+                                            seed, RewardModelConfig(sim.reward_model_refits))
+            scorers["fitted"] = reward_model.score
         served = serve_policies(split.test, world.candidates, scorers, sources, sim,
-                                world_cfg.slate_size, seed)
+                                world_cfg.slate_size, seed, reward_model)
 
     # 6. Offline estimates from the log: top-slot and slate estimators, support, paired lifts.
     with _step(timings, "6_offline_estimates"):

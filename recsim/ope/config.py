@@ -45,6 +45,7 @@ class SimConfig:
     min_effective_sample_size: float = 100.0
     # Intervals (recsim/ope/intervals.py): the reported one, and others computed beside it for
     # the validity runs (recsim/jobs/validity.py), which choose between them.
+    reward_model_refits: int = 20  # member-bootstrap refits of the fitted reward model (its error)
     interval: str = "percentile"  # percentile | studentized | bca
     extra_intervals: list[str] = field(default_factory=lambda: ["studentized", "bca"])
     recommended: list[str] = field(default_factory=lambda: ["sndr", "dr", "iips"])
@@ -84,6 +85,7 @@ class SimConfig:
         checks.at_least("sim.min_effective_sample_size", self.min_effective_sample_size, 0)
         checks.all_known("sim.recommended", self.recommended, ESTIMATORS)
         checks.one_of("sim.interval", self.interval, INTERVALS)
+        checks.at_least("sim.reward_model_refits", self.reward_model_refits, 0)
         checks.all_known("sim.extra_intervals", self.extra_intervals, INTERVALS, nonempty=False)
         for role in ROLES:
             policy = getattr(self, role)

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from recsim.ope import (ab, estimators, funnel, intervals, online, policies, slate_offline,
-                        support, verdict)
+from recsim.ope import (ab, estimators, funnel, intervals, online, policies, reward_model,
+                        slate_offline, support, verdict)
 from recsim.ope.ab import Lift, SegmentLift
 from recsim.ope.bootstrap import Estimate
 from recsim.ope.config import SimConfig
@@ -45,6 +45,7 @@ class Served:
     reward_q: dict[str, pl.DataFrame]  # role -> (request_id, post_id, q): the reward model's
     #                                    click probability over the role's and the log's candidates
     temperature: dict[str, float]  # role -> its slate temperature
+    reward_model: object = None  # the fitted reward model (recsim/ope/reward_model.py) or None
 
 
 def evaluation_requests(test_impressions: pl.DataFrame, sim: SimConfig, seed: int
@@ -60,7 +61,7 @@ def evaluation_requests(test_impressions: pl.DataFrame, sim: SimConfig, seed: in
 
 def serve_policies(test_impressions: pl.DataFrame, candidates: pl.DataFrame,
                    scorers: dict[str, Scorer], sources: dict[str, "RetrievalSource | None"],
-                   sim: SimConfig, slate_size: int, seed: int) -> Served:
+                   sim: SimConfig, slate_size: int, seed: int, reward_model=None) -> Served:
     """Each role's funnel over the evaluation requests; `sources[role]` is its retrieval source
     (None for the `logged` source); the reward model is `scorers[sim.reward_model]`."""
     decisions, requests = evaluation_requests(test_impressions, sim, seed)
@@ -77,7 +78,7 @@ def serve_policies(test_impressions: pl.DataFrame, candidates: pl.DataFrame,
                           ).unique(maintain_order=True)
         q, _ = funnel.score_rows(union, requests, scorers[sim.reward_model])
         reward_q[role] = q.select("request_id", "post_id", q="click_prob")
-    return Served(requests, decisions, outputs, reward_q, temperature)
+    return Served(requests, decisions, outputs, reward_q, temperature, reward_model)
 
 
 def _candidates(policy, source, requests: pl.DataFrame, candidates: pl.DataFrame,
@@ -126,8 +127,10 @@ def estimate_offline(served: Served, sim: SimConfig, impressions: pl.DataFrame,
     """Every estimator per policy and the paired lifts; `segments` from ab.member_segments."""
     boot = estimators.Bootstrap(sim.n_bootstrap, seed, sim.alpha, interval=sim.interval)
     framed = {role: _top_slot_frame(served, role, sim) for role in ROLES}
-    lifts = list(ab.offline_lifts(sim.estimators, framed["control"], framed["treatment"], boot,
-                                  ray_shards=sim.ray_shards).values())
+    by_name = ab.offline_lifts(sim.estimators, framed["control"], framed["treatment"], boot,
+                               ray_shards=sim.ray_shards)
+    by_name |= _model_based_lifts(served, sim, framed, boot)
+    lifts = [by_name[name] for name in sim.estimators]
     logged = slate_offline.logged_slot_marginals(impressions, candidates, logging_policy,
                                                  served.requests, slate_size, sim.slate_samples,
                                                  seed)  # the log's, shared by both policies
@@ -150,6 +153,19 @@ def estimate_offline(served: Served, sim: SimConfig, impressions: pl.DataFrame,
     uniform = verdict.logging_is_uniform(served.decisions, candidates)
     extra = _extra_intervals(sim, framed, slate_frames, seed)
     return OfflineResult(lifts, by_segment, logging_value, weights, shares, uniform, extra)
+
+
+def _model_based_lifts(served: Served, sim: SimConfig, framed: dict, boot) -> dict:
+    """DM / DR / SNDR with the fitted reward model's refits in their intervals
+    (reward_model.model_based_lifts); {} when the reward model is a role's ranker."""
+    names = [n for n in sim.estimators if n in reward_model.MODEL_BASED]
+    if served.reward_model is None or not names:
+        return {}
+    first = {role: served.outputs[role].slates.filter(pl.col("position") == 1)
+             .select("request_id", "post_id", "prob") for role in ROLES}
+    return reward_model.model_based_lifts(framed["control"], framed["treatment"],
+                                          first["control"], first["treatment"],
+                                          served.reward_model, boot, names=names)
 
 
 def _extra_intervals(sim: SimConfig, framed: dict, slate_frames: dict, seed: int) -> dict:

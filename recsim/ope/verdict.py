@@ -32,14 +32,16 @@ def logging_is_uniform(decisions: pl.DataFrame, candidates: pl.DataFrame, tol: f
 
 
 def status(estimator: str, min_ess: float, effective_sample_size: float, support: float,
-           uniform_logging: bool, needs_uniform: tuple[str, ...] = ("replay",)) -> str:
+           uniform_logging: bool, needs_uniform: tuple[str, ...] = ("replay",),
+           unweighted: tuple[str, ...] = ("dm",)) -> str:
     """The validity status of one estimator's lift (the worse of its two policies' figures:
-    pass the smaller effective sample size and the smaller support)."""
+    pass the smaller effective sample size and the smaller support). `unweighted` estimators
+    (DM: the reward model's expectation, no importance weights) skip the sample-size rule."""
     if estimator in needs_uniform and not uniform_logging:
         return f"assumption broken: {estimator} needs uniform logging"
     if support < 1 - 1e-6:
         return f"partial support ({support:.2f}): biased"
-    if effective_sample_size < min_ess:
+    if estimator not in unweighted and effective_sample_size < min_ess:
         return f"effective sample size {effective_sample_size:,.0f} < {min_ess:,.0f}"
     return OK
 

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from embeddings.encoder import resolve_backend, resolve_device_and_dtype
 from recsim.ope import verdict
+from recsim.ope.reward_model import MODEL_BASED
 from recsim.ope.support import support_status
 from recsim.ope.funnel import funnel_stats
 from recsim.report.writer import fingerprint, package_versions, weight_histogram
@@ -90,8 +91,9 @@ def _estimate_sections(r: RunResults, names: dict[str, str]) -> dict:
                 "interval": sim.interval,
                 "intervals": {m: list(b) for m, b in r.offline.intervals.get(lift.estimator, {}).items()},
                 "true_lift": r.truth.lift if slate else r.truth.top_slot_lift,
-                "status": verdict.status(lift.estimator, sim.min_effective_sample_size, ess, share,
-                                         r.offline.uniform_logging)}
+                "status": _model_status(sim, lift.estimator) or verdict.status(
+                    lift.estimator, sim.min_effective_sample_size, ess, share,
+                    r.offline.uniform_logging)}
     rows = [lift_row(lift) for lift in lifts]
     return {
         "lifts": rows,
@@ -103,6 +105,13 @@ def _estimate_sections(r: RunResults, names: dict[str, str]) -> dict:
                       for lift in lifts for role in ("control", "treatment")]
         + [{"policy": "logging", **dataclasses.asdict(r.offline.logging_value)}],
     }
+
+
+def _model_status(sim, estimator: str) -> str | None:
+    """DM / DR / SNDR judged by a compared ranker: not ok, whatever their figures."""
+    if estimator in MODEL_BASED and sim.reward_model != "fitted":
+        return f"reward model is the {sim.reward_model}'s own ranker: judged by a contestant"
+    return None
 
 
 def _truth_section(r: RunResults) -> dict:
