@@ -206,15 +206,16 @@ def retrieval_sources(roles: dict, posts: pl.DataFrame, members: pl.DataFrame,
 
 
 def _profile_embedder(members: pl.DataFrame, pool) -> Callable[[np.ndarray], np.ndarray]:
-    """member ids -> their profile texts through the post encoder of `pool` (Ray actors)."""
-    from embeddings.actors import embed_texts
+    """member ids -> their profile texts through the post encoder of `pool` (Ray actors,
+    through the embedding cache)."""
+    from embeddings.post_vectors import embed_with_cache
 
     profile = members.select("member_id", "profile_text").sort("member_id")
     ids, texts = profile["member_id"].to_numpy(), profile["profile_text"].to_numpy()
 
     def embed(member_ids: np.ndarray) -> np.ndarray:
-        return embed_texts(list(texts[np.searchsorted(ids, member_ids)]), pool,
-                           desc="embedding profiles (members without history)")
+        return embed_with_cache(list(texts[np.searchsorted(ids, member_ids)]), pool,
+                                "embedding profiles (members without history)")
     return embed
 
 
