@@ -144,7 +144,8 @@ def estimate_offline(served: Served, sim: SimConfig, impressions: pl.DataFrame,
                                   slate_frames["treatment"], boot).values()
     by_segment = ab.segment_lifts(sim.segment_estimator, framed["control"], framed["treatment"],
                                   segments, boot)
-    on_policy = framed["control"].with_columns(target_prob=pl.col("propensity"))
+    on_policy = framed["control"].with_columns(target_prob=pl.col("propensity"),
+                                               unsupported_mass=pl.lit(0.0))  # the log itself
     logging_value, _ = estimators.estimate("ips", on_policy, boot, sim.alpha)
     weights = {role: (f["target_prob"] / f["propensity"]).to_numpy() for role, f in framed.items()}
     shares = {role: {"top_slot": 1.0 - float(framed[role]["unsupported_mass"].fill_null(0).mean()),
