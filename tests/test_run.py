@@ -163,14 +163,17 @@ def test_missing_encoder_dir_fails_before_any_work(tmp_path):
     assert "make finetune" in proc.stderr
 
 
-@pytest.mark.slow
-def test_html_report_renders_in_headless_chromium(tmp_path):
-    """Screenshot the debug report in headless Chromium (skipped when none is installed)."""
+def test_html_report_renders_in_headless_chromium_with_the_verdict(tmp_path):
+    """The debug report in headless Chromium (installed by scripts/setup.sh): the page lays out,
+    the verdict is its first paragraph, and a screenshot is a page with tables and plots."""
     sys.path.insert(0, str(ROOT / "scripts"))
-    from render_report import find_chromium, screenshot
+    from render_report import find_chromium, rendered_dom, screenshot
 
-    if find_chromium() is None:
-        pytest.skip("no chromium installed (Debian: apt-get install chromium)")
-    _run(tmp_path, "experiment=debug")
+    assert find_chromium() is not None, "no chromium: scripts/setup.sh installs it (apt-get)"
+    _run(tmp_path, "experiment=debug", "sim.n_bootstrap=50")
+    dom = rendered_dom(tmp_path / "report.html")
+    first = dom.split('<p class="verdict">', 1)[1].split("</p>", 1)[0]
+    assert first.startswith("Verdict from the log: ") and "<b>" in first
+    assert dom.index('class="verdict"') < dom.index("<h2>")  # above every section
     png = screenshot(tmp_path / "report.html", tmp_path / "report.png")
     assert png.stat().st_size > 50_000  # a page with tables and plots, not a blank one
