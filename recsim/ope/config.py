@@ -48,7 +48,7 @@ class SimConfig:
     reward_model_refits: int = 20  # member-bootstrap refits of the fitted reward model (its error)
     interval: str = "percentile"  # percentile | studentized | bca
     extra_intervals: list[str] = field(default_factory=lambda: ["studentized", "bca"])
-    recommended: list[str] = field(default_factory=lambda: ["sndr", "dr", "iips"])
+    recommended: list[str] = field(default_factory=lambda: ["dr", "sndr", "snips", "iips"])
     # The text dual encoder of policies with member_vectors=dual_encoder (trained in the run).
     dual_encoder: DualEncoderConfig = field(default_factory=lambda: DualEncoderConfig(
         key="sim.dual_encoder", prompt=PromptConfig(key="sim.dual_encoder.prompt")))
