@@ -16,6 +16,7 @@ import numpy as np
 
 from embeddings.actors import ActorPoolConfig, embed_texts
 from embeddings.cache import cached_embed, model_key
+from embeddings.config import check_model_dir
 from recsim.paths import CACHE_DIR, project_path
 
 log = logging.getLogger(__name__)
@@ -25,15 +26,12 @@ RUN_ENCODER: EncoderKey = (None, None)
 
 
 def resolve_model_dir(path: str | None, key: str = "sim policy encoder_dir") -> str | None:
-    """A model directory as an absolute path (relative ones from the project root), or None."""
+    """A model directory as an absolute path (relative ones from the project root), or None;
+    checked by the one model-directory check (embeddings.config.check_model_dir)."""
     if path is None:
         return None
-    resolved = project_path(path)
-    if not (resolved / "config.json").exists():
-        raise FileNotFoundError(
-            f"{key}: {resolved} is not a model directory; train it first "
-            "with `make finetune` (python -m recsim.jobs.finetune)")
-    return str(resolved)
+    return str(check_model_dir(project_path(path), key,
+                               "train it first with `make finetune` (python -m recsim.jobs.finetune)"))
 
 
 def pool_for(embed_cfg: ActorPoolConfig, model_dir: str | None, text_prefix: str | None

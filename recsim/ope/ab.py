@@ -175,10 +175,4 @@ def true_value(truth: UserModel, action_probs: pl.DataFrame, requests: pl.DataFr
         requests: (request_id, member_id, timestamp) the requests it is served to.
         metric: a recsim.world.rewards metric (the older "p_click" style names are accepted too).
     """
-    metric = metric.removeprefix("p_").removeprefix("e_").removesuffix("_seconds")
-    rows = action_probs.filter(pl.col("prob") > 0).join(requests, on="request_id")
-    if "position" not in rows.columns:
-        rows = rows.with_columns(position=pl.lit(1, dtype=pl.Int32))
-    expected = truth.expected_outcomes(rows)
-    return float(expected.select((pl.col("prob") * rewards.expected(metric, weights)).sum()).item()
-                 / requests.height)
+    return rewards.expected_per_request(truth, action_probs, requests, metric, weights)["metric"]

@@ -35,7 +35,7 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _CHUNK = 1 << 15  # members per chunk when drawing counts
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
+def splitmix64(x: np.ndarray) -> np.ndarray:
     """A bijective 64-bit mix (Steele et al.); wraps around on purpose."""
     with np.errstate(over="ignore"):
         z = x + _GOLDEN
@@ -53,8 +53,8 @@ def poisson_counts(cluster_ids: np.ndarray, n_boot: int, seed: int) -> np.ndarra
     ids = np.asarray(cluster_ids).astype(np.int64).view(np.uint64)
     n_words = -(-n_boot // 4)
     with np.errstate(over="ignore"):
-        base = _splitmix64(ids ^ _splitmix64(np.uint64(seed) * _GOLDEN))
-        h = _splitmix64(base[:, None] + np.arange(n_words, dtype=np.uint64)[None, :] * _GOLDEN)
+        base = splitmix64(ids ^ splitmix64(np.uint64(seed) * _GOLDEN))
+        h = splitmix64(base[:, None] + np.arange(n_words, dtype=np.uint64)[None, :] * _GOLDEN)
     u16 = h.astype("<u8", copy=False).view("<u2").reshape(len(ids), 4 * n_words)[:, :n_boot]
     return _POISSON1_TABLE[u16]
 

@@ -42,8 +42,8 @@ class Served:
     requests: pl.DataFrame  # (request_id, member_id, timestamp)
     decisions: pl.DataFrame  # the logged top-slot rows (request, member, post, propensity, reward)
     outputs: dict[str, funnel.FunnelOutput]  # role -> candidates, slates, served slate, seconds
-    reward_q: dict[str, pl.DataFrame]  # role -> (request_id, post_id, q): the reward model's
-    #                                    click probability over the role's and the log's candidates
+    reward_q: pl.DataFrame  # (request_id, post_id, q): the reward model's click probability
+    #                         over every candidate of either policy and of the log
     temperature: dict[str, float]  # role -> its slate temperature
     reward_model: object = None  # the fitted reward model (recsim/ope/reward_model.py) or None
 
@@ -66,18 +66,19 @@ def serve_policies(test_impressions: pl.DataFrame, candidates: pl.DataFrame,
     (None for the `logged` source); the reward model is `scorers[sim.reward_model]`."""
     decisions, requests = evaluation_requests(test_impressions, sim, seed)
     roles = {"control": sim.control, "treatment": sim.treatment}
-    outputs, reward_q, temperature = {}, {}, {}
+    outputs, temperature = {}, {}
     for role, policy in roles.items():
         cands, seconds = _candidates(policy, sources[role], requests, candidates, slate_size)
         temperature[role] = sim.policy_temperature if policy.temperature is None else policy.temperature
         outputs[role] = funnel.serve(cands, requests, scorers[role], slate_size,
                                      temperature[role], seed, sim.slate_samples)
         outputs[role].seconds = {"candidates": seconds, **outputs[role].seconds}
-        union = pl.concat([cands.select("request_id", "post_id"),
-                           funnel.logged_candidates(candidates, requests).select("request_id", "post_id")]
-                          ).unique(maintain_order=True)
-        q, _ = funnel.score_rows(union, requests, scorers[sim.reward_model])
-        reward_q[role] = q.select("request_id", "post_id", q="click_prob")
+    # The reward model scores each (request, post) once, whichever policy or the log has it.
+    union = pl.concat([*(out.candidates.select("request_id", "post_id") for out in outputs.values()),
+                       funnel.logged_candidates(candidates, requests).select("request_id", "post_id")]
+                      ).unique(maintain_order=True)
+    q, _ = funnel.score_rows(union, requests, scorers[sim.reward_model])
+    reward_q = q.select("request_id", "post_id", q="click_prob")
     return Served(requests, decisions, outputs, reward_q, temperature, reward_model)
 
 
@@ -106,7 +107,7 @@ class OfflineResult:
     intervals: dict[str, dict[str, tuple[float, float]]]  # estimator -> extra method -> (lo, hi)
 
 
-def _top_slot_frame(served: Served, role: str, sim: SimConfig) -> pl.DataFrame:
+def _top_slot_frame(served: Served, role: str) -> pl.DataFrame:
     """The logged first slots with the role's first-slot probabilities, the reward model's
     predictions and the mass the policy puts outside the logged candidates."""
     out = served.outputs[role]
@@ -116,7 +117,7 @@ def _top_slot_frame(served: Served, role: str, sim: SimConfig) -> pl.DataFrame:
                .group_by("request_id").agg(unsupported_mass=(
                    pl.col("prob") * (~pl.col("logged").fill_null(False))).sum()))
     frame = policies.with_reward_model(policies.with_target(served.decisions, first), first,
-                                       served.reward_q[role])
+                                       served.reward_q)
     frame = frame.join(outside, on="request_id", how="left", maintain_order="left")
     return estimators.check_decisions(frame, f"{role} decisions")
 
@@ -126,10 +127,12 @@ def estimate_offline(served: Served, sim: SimConfig, impressions: pl.DataFrame,
                      slate_size: int, seed: int) -> OfflineResult:
     """Every estimator per policy and the paired lifts; `segments` from ab.member_segments."""
     boot = estimators.Bootstrap(sim.n_bootstrap, seed, sim.alpha, interval=sim.interval)
-    framed = {role: _top_slot_frame(served, role, sim) for role in ROLES}
-    by_name = ab.offline_lifts(sim.estimators, framed["control"], framed["treatment"], boot,
-                               ray_shards=sim.ray_shards)
-    by_name |= _model_based_lifts(served, sim, framed, boot)
+    framed = {role: _top_slot_frame(served, role) for role in ROLES}
+    by_name = _model_based_lifts(served, sim, framed, boot)  # with the model's refits
+    rest = [name for name in sim.estimators if name not in by_name]
+    if rest:
+        by_name |= ab.offline_lifts(rest, framed["control"], framed["treatment"], boot,
+                                    ray_shards=sim.ray_shards)
     lifts = [by_name[name] for name in sim.estimators]
     logged = slate_offline.logged_slot_marginals(impressions, candidates, logging_policy,
                                                  served.requests, slate_size, sim.slate_samples,

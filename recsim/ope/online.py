@@ -40,16 +40,14 @@ import numpy as np
 import polars as pl
 
 from recsim.ope.ab import lift_from_replicates
-from recsim.ope.bootstrap import _splitmix64, cluster_sums, finish, ratio
+from recsim.ope.bootstrap import splitmix64, cluster_sums, finish, ratio
 from recsim.world import rewards
 from recsim.world.timeline import hours_since_start
 from recsim.world.user_model import UserModel, sample_outcomes
 
 log = logging.getLogger(__name__)
 
-ACTIONS = (*rewards.ACTIONS, "dwell")
-_EXPECTED_COLUMN = {"click": "p_click", "like": "p_like", "comment": "p_comment",
-                    "share": "p_share", "dwell": "e_dwell_seconds"}
+ACTIONS = tuple(rewards.EXPECTED_COLUMNS)  # click, like, comment, share, dwell
 _OBSERVED_COLUMN = {"click": "click", "like": "like", "comment": "comment", "share": "share",
                     "dwell": "dwell_seconds"}
 _ARM_SALT = np.uint64(0x5EED_A7B0_0A11_CE55)  # keeps the arm split apart from bootstrap counts
@@ -134,11 +132,6 @@ def _check_served(served: pl.DataFrame, name: str) -> None:
                          "below 1; sample a slate from a stochastic policy first")
 
 
-def _metric_name(metric: str) -> str:
-    """Accepts the older "p_click" / "e_dwell_seconds" style names, as ab.true_value does."""
-    return metric.removeprefix("p_").removeprefix("e_").removesuffix("_seconds")
-
-
 # --- 1-2. the truth -------------------------------------------------------------------------
 
 
@@ -156,16 +149,9 @@ def expected_engagement(truth: UserModel, slates: pl.DataFrame, requests: pl.Dat
     Returns:
         {"click", "like", "comment", "share", "dwell" (seconds), "metric"}: per request.
     """
-    metric = _metric_name(metric)
     check_requests(requests)
     check_slates(slates, requests, name)
-    rows = slates.filter(pl.col("prob") > 0).join(requests, on="request_id")
-    expected = truth.expected_outcomes(rows)
-    totals = expected.select(
-        *[(pl.col("prob") * pl.col(col)).sum().alias(a) for a, col in _EXPECTED_COLUMN.items()],
-        metric=(pl.col("prob") * rewards.expected(metric, weights)).sum(),
-    ).row(0, named=True)
-    return {key: float(total / requests.height) for key, total in totals.items()}
+    return rewards.expected_per_request(truth, slates, requests, metric, weights)
 
 
 @dataclass(frozen=True)
@@ -189,7 +175,7 @@ def true_lift(truth: UserModel, control_slates: pl.DataFrame, treatment_slates: 
     """Both policies' slates [N rows each] served to the user model on `requests` [R rows]."""
     c = expected_engagement(truth, control_slates, requests, metric, weights, "control_slates")
     t = expected_engagement(truth, treatment_slates, requests, metric, weights, "treatment_slates")
-    return TrueSlateValues(_metric_name(metric), c, t, {k: _relative(t[k], c[k]) for k in c})
+    return TrueSlateValues(rewards.metric_name(metric), c, t, {k: _relative(t[k], c[k]) for k in c})
 
 
 # --- 3-4. the online experiment -------------------------------------------------------------
@@ -207,8 +193,8 @@ def assign_arms(member_ids: np.ndarray, seed: int, treatment_share: float = 0.5)
         raise ValueError(f"seed must be >= 0; got {seed}")
     ids = np.asarray(member_ids).astype(np.int64).view(np.uint64)
     with np.errstate(over="ignore"):
-        key = _splitmix64(np.uint64(seed) ^ _ARM_SALT)
-        u = (_splitmix64(ids ^ key) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+        key = splitmix64(np.uint64(seed) ^ _ARM_SALT)
+        u = (splitmix64(ids ^ key) >> np.uint64(11)).astype(np.float64) * 2.0**-53
     return u < treatment_share
 
 
@@ -291,7 +277,7 @@ def simulate_online_ab(truth: UserModel, served_control: pl.DataFrame,
     Returns:
         OnlineAB (lift, interval, bootstrap p-value, std error, MDE, sizes and means per arm).
     """
-    metric = _metric_name(metric)
+    metric = rewards.metric_name(metric)
     check_requests(requests)
     check_slates(served_control, requests, "served_control", served=True)
     check_slates(served_treatment, requests, "served_treatment", served=True)

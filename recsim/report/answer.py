@@ -3,13 +3,11 @@ Plain data (title, text, headers, rows, notes, figure) rendered by recsim/report
 
 from __future__ import annotations
 
-import numpy as np
 
-ACTIONS = ("click", "like", "comment", "share", "dwell")
+from recsim.report.tables import pct
+from recsim.world.rewards import EXPECTED_COLUMNS
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:+.2f}%" if np.isfinite(x) else "n/a"
 
 
 def answer_section(r: dict) -> dict:
@@ -23,21 +21,21 @@ def answer_section(r: dict) -> dict:
     return {
         "title": "The answer: simulated online A/B",
         "text": [f"**True lift of {sim['treatment']} over {sim['control']}: "
-                 f"{_pct(truth['lift'])}** in {sim['metric']} per request over the whole "
+                 f"{pct(truth['lift'])}** in {sim['metric']} per request over the whole "
                  f"{sim.get('slate_size', '')}-slot slate (the world's user model, every slot with "
                  f"its position effect, {sim['n_requests']:,} evaluation requests).",
                  f"An online test of this traffic (members split by a seeded hash: "
                  f"{online['n_members_control']:,} / {online['n_members_treatment']:,}; outcomes "
-                 f"sampled) would report {_pct(online['lift'])} [{_pct(online['ci_low'])}, "
-                 f"{_pct(online['ci_high'])}] ({level}% member bootstrap; MDE "
+                 f"sampled) would report {pct(online['lift'])} [{pct(online['ci_low'])}, "
+                 f"{pct(online['ci_high'])}] ({level}% member bootstrap; MDE "
                  f"{100 * online['mde']:.1f}%): **{verdict}**."],
         "headers": ["action", sim["control"], sim["treatment"], "true lift"],
         "rows": [[a, f"{per['control'][a]:.4f}", f"{per['treatment'][a]:.4f}",
-                  _pct(per["lift"][a])] for a in (*ACTIONS, "metric") if a in per["control"]],
+                  pct(per["lift"][a])] for a in (*EXPECTED_COLUMNS, "metric") if a in per["control"]],
         "notes": ["Expected engagement per request of each policy's whole slate; dwell in "
                   "seconds. The offline estimates below are judged against these."]
         + (["True lift per segment: " + "; ".join(
-            f"{s['segment']}={s['value']} {_pct(s['lift'])} ({s['requests']:,} requests)"
+            f"{s['segment']}={s['value']} {pct(s['lift'])} ({s['requests']:,} requests)"
             for s in truth["by_segment"])] if truth.get("by_segment") else []),
         "figure": None,
     }

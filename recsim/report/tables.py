@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import polars as pl
 
 
@@ -29,3 +30,8 @@ def frame_table(frame: pl.DataFrame, float_format: str = ".4f") -> str:
     def fmt(v):
         return format(v, float_format) if isinstance(v, float) else str(v)
     return markdown_table(frame.columns, [[fmt(v) for v in row] for row in frame.iter_rows()])
+
+
+def pct(x: float) -> str:
+    """A relative lift as a signed percentage with two decimals ("n/a" when not finite)."""
+    return f"{100 * x:+.2f}%" if np.isfinite(x) else "n/a"

@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from recsim.report.answer import answer_section, funnel_section
-from recsim.report.tables import markdown_table
+from recsim.report.tables import markdown_table, pct
 
 
 PACKAGES = ("torch", "torchrec", "fbgemm_gpu_cpu", "transformers", "sentence-transformers", "ray",
@@ -46,9 +46,6 @@ def _atomic_write(path: Path, text: str) -> None:
         f.write(text)
     os.replace(tmp, path)
 
-
-def _pct(x: float) -> str:
-    return f"{100 * x:+.2f}%" if np.isfinite(x) else "n/a"
 
 
 def weight_histogram(weights: np.ndarray, bins: int = 30) -> dict:
@@ -92,20 +89,20 @@ def _lifts_section(r: dict) -> dict:
         "headers": ["estimator", "scope", "control", "treatment", "lift", "interval", "p-value",
                     "MDE", "true lift", "inside?", "status"],
         "rows": [["online test (simulated)", "slate", f"{online['control_mean']:.4f}",
-                  f"{online['treatment_mean']:.4f}", _pct(online["lift"]),
-                  f"[{_pct(online['ci_low'])}, {_pct(online['ci_high'])}]",
-                  f"{online['p_value']:.3f}", f"{100 * online['mde']:.1f}%", _pct(truth["lift"]),
+                  f"{online['treatment_mean']:.4f}", pct(online["lift"]),
+                  f"[{pct(online['ci_low'])}, {pct(online['ci_high'])}]",
+                  f"{online['p_value']:.3f}", f"{100 * online['mde']:.1f}%", pct(truth["lift"]),
                   "yes" if online["ci_low"] <= truth["lift"] <= online["ci_high"] else "NO", "ok"]]
         + [[lift["estimator"], lift.get("scope", "top slot"), f"{lift['control']['value']:.4f}",
-            f"{lift['treatment']['value']:.4f}", _pct(lift["lift"]),
-            f"[{_pct(lift['ci_low'])}, {_pct(lift['ci_high'])}]",
+            f"{lift['treatment']['value']:.4f}", pct(lift["lift"]),
+            f"[{pct(lift['ci_low'])}, {pct(lift['ci_high'])}]",
             f"{lift['p_value']:.3f}" if lift.get("status", "ok") == "ok" else "-",
-            f"{100 * lift.get('mde', float('nan')):.1f}%", _pct(lift["true_lift"]),
+            f"{100 * lift.get('mde', float('nan')):.1f}%", pct(lift["true_lift"]),
             "yes" if lift["ci_low"] <= lift["true_lift"] <= lift["ci_high"] else "NO",
             lift.get("status", "ok")]
            for lift in r["lifts"]],
-        "notes": [f"True lifts: whole slate {_pct(truth['lift'])}, top slot "
-                  f"{_pct(truth['top_slot']['lift'])} (the user model's expectation)."],
+        "notes": [f"True lifts: whole slate {pct(truth['lift'])}, top slot "
+                  f"{pct(truth['top_slot']['lift'])} (the user model's expectation)."],
         "figure": "lifts",
     }
 
@@ -163,8 +160,8 @@ def _segments_section(r: dict) -> dict | None:
                  "under 90 days; activity terciles. Intervals at level alpha / m and p-values "
                  f"Holm-adjusted over the {len(r['segments'])} segments."],
         "headers": ["segment", "value", "requests", "lift", "interval", "p (Holm)"],
-        "rows": [[sg["segment"], sg["value"], f"{sg['control']['n']:,}", _pct(sg["lift"]),
-                  f"[{_pct(sg['ci_low'])}, {_pct(sg['ci_high'])}]", f"{sg['p_adjusted']:.3f}"]
+        "rows": [[sg["segment"], sg["value"], f"{sg['control']['n']:,}", pct(sg["lift"]),
+                  f"[{pct(sg['ci_low'])}, {pct(sg['ci_high'])}]", f"{sg['p_adjusted']:.3f}"]
                  for sg in r["segments"]],
         "notes": [], "figure": "segments",
     }
@@ -332,12 +329,12 @@ def _ablation_table(s: dict) -> tuple[list[str], list[list[str]]]:
                + [f"{e} lift [interval]" for e in s["estimators"]] + ["true lift"])
     rows = []
     for v in s["variants"]:
-        lifts = [f"{_pct(v['lifts'][e]['lift'])} [{_pct(v['lifts'][e]['ci_low'])}, "
-                 f"{_pct(v['lifts'][e]['ci_high'])}]" if e in v["lifts"] else "n/a"
+        lifts = [f"{pct(v['lifts'][e]['lift'])} [{pct(v['lifts'][e]['ci_low'])}, "
+                 f"{pct(v['lifts'][e]['ci_high'])}]" if e in v["lifts"] else "n/a"
                  for e in s["estimators"]]
         rows.append([v["variant"]] + [f"{v['heads'][h]['d_auc']:+.4f}" for h in heads]
                     + [f"{v['heads'][h]['d_ne']:+.4f}" for h in heads] + lifts
-                    + [_pct(v["true_lift"])])
+                    + [pct(v["true_lift"])])
     return headers, rows
 
 

@@ -58,3 +58,37 @@ def expected(metric: str, weights: dict | None = None) -> pl.Expr:
     if metric == "weighted":
         return pl.sum_horizontal(w * pl.col(f"p_{a}") for a, w in weights.items())
     return pl.col("e_dwell_seconds")
+
+
+# The user model's expected column of each action (UserModel.expected_outcomes); dwell in seconds.
+EXPECTED_COLUMNS = {"click": "p_click", "like": "p_like", "comment": "p_comment",
+                    "share": "p_share", "dwell": "e_dwell_seconds"}
+
+
+def metric_name(metric: str) -> str:
+    """`metric`, also accepting the older "p_click" / "e_dwell_seconds" style names."""
+    return metric.removeprefix("p_").removeprefix("e_").removesuffix("_seconds")
+
+
+def expected_per_request(truth, slates: pl.DataFrame, requests: pl.DataFrame,
+                         metric: str = "click", weights: dict | None = None) -> dict[str, float]:
+    """The true value of serving `slates` to `requests`: expected engagement per request.
+
+    Args:
+        truth: the world's user model (its `expected_outcomes`).
+        slates: (request_id, post_id, prob[, position]) each post's probability at each slot;
+            without `position`, the top slot.
+        requests: (request_id, member_id, timestamp); the divisor, so a request without rows
+            counts as a slate of no engagement.
+    Returns:
+        {"click", "like", "comment", "share", "dwell" (seconds), "metric"}: per request.
+    """
+    metric = metric_name(metric)
+    rows = slates.filter(pl.col("prob") > 0).join(requests, on="request_id")
+    if "position" not in rows.columns:
+        rows = rows.with_columns(position=pl.lit(1, dtype=pl.Int32))
+    totals = truth.expected_outcomes(rows).select(
+        *[(pl.col("prob") * pl.col(col)).sum().alias(a) for a, col in EXPECTED_COLUMNS.items()],
+        metric=(pl.col("prob") * expected(metric, weights)).sum(),
+    ).row(0, named=True)
+    return {key: float(total / requests.height) for key, total in totals.items()}
