@@ -30,3 +30,16 @@ def test_run_rows_take_the_online_test_and_every_interval_method():
     assert [(r["estimator"], r["interval"]) for r in rows] == [
         ("online test", "percentile"), ("snips", "percentile"), ("snips", "studentized")]
     assert rows[2]["ci_low"] == 0.05 and rows[1]["true_lift"] == 0.15
+
+
+def test_a_finished_run_with_the_same_overrides_is_read_back_not_rerun(tmp_path):
+    import json
+
+    from recsim.jobs.validity import _run_one
+
+    overrides = ["seed=3", "sim.policy_temperature=0.5"]
+    (tmp_path / "report.json").write_text(json.dumps({"lifts": [], "marker": 7}))
+    (tmp_path / "overrides.json").write_text(json.dumps(overrides))
+    assert _run_one(overrides, tmp_path)["marker"] == 7  # no Hydra context: a rerun would raise
+    with pytest.raises(AssertionError, match="GlobalHydra"):  # other overrides: it must run
+        _run_one(["seed=4"], tmp_path)

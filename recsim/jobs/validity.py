@@ -77,45 +77,56 @@ def summarize(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def _run_one(overrides: list[str], out: Path) -> dict:
+    """The main job's report for `overrides`, written under `out`; a finished run whose
+    overrides match is read back instead of rerun (an interrupted validity run resumes)."""
     from recsim.jobs.run import run
 
+    done, stamp = out / "report.json", out / "overrides.json"
+    if done.exists() and stamp.exists() and json.loads(stamp.read_text()) == overrides:
+        log.info("validity: reusing %s", done)
+        return json.loads(done.read_text())
     cfg = compose("config", overrides=overrides)
     report = run(cfg, str(out))
+    stamp.write_text(json.dumps(overrides))
     return report
 
 
 def validity(cfg: DictConfig, output_dir: str | Path) -> pl.DataFrame:
+    """Every regime at each seed, seed after seed (so a run stopped early still has a balanced
+    table); the table is rewritten after each seed."""
     out = Path(output_dir)
     unknown = sorted(set(cfg.regimes) - set(cfg.regime_overrides))
     if unknown:
         raise ValueError(f"regimes: unknown {unknown}; choose from {list(cfg.regime_overrides)}")
     rows, start = [], time.perf_counter()
-    for regime in cfg.regimes:
-        for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
+    for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
+        for regime in cfg.regimes:
             overrides = [*cfg.base, *cfg.regime_overrides[regime], f"seed={seed}"]
             report = _run_one(overrides, out / "runs" / regime / f"seed{seed}")
             rows += run_rows(report, regime, seed)
             log.info("validity %s seed %d done (%.1f min so far)", regime, seed,
                      (time.perf_counter() - start) / 60)
-    frame = pl.DataFrame(rows)
-    table = summarize(frame)
-    write(table, frame, cfg, out, (time.perf_counter() - start) / 60)
+        table = summarize(pl.DataFrame(rows))
+        write(table, pl.DataFrame(rows), cfg, out, (time.perf_counter() - start) / 60,
+              seed - cfg.first_seed + 1)
     return table
 
 
-def write(table: pl.DataFrame, rows: pl.DataFrame, cfg: DictConfig, out: Path, minutes: float) -> None:
+def write(table: pl.DataFrame, rows: pl.DataFrame, cfg: DictConfig, out: Path, minutes: float,
+          seeds_done: int | None = None) -> None:
     from recsim.report.plots import validity_figure
 
     out.mkdir(parents=True, exist_ok=True)
     rows.write_csv(out / "validity_runs.csv")
     table.write_csv(out / "validity.csv")
     (out / "validity.json").write_text(json.dumps(
-        {"summary": table.to_dicts(), "minutes": minutes,
+        {"summary": table.to_dicts(), "minutes": minutes, "seeds_done": seeds_done,
          "config": OmegaConf.to_container(cfg, resolve=True)}, indent=2, default=str))
     (out / "validity.png").write_bytes(validity_figure(table))
     shown = table.with_columns(pl.col("coverage", "bias", "rmse", "width", "true_lift").round(3))
     (out / "validity.md").write_text(
-        f"# Validity of the pipeline's intervals\n\n{cfg.seeds} seeds per regime, "
+        f"# Validity of the pipeline's intervals\n\n{seeds_done or cfg.seeds} of {cfg.seeds} "
+        "seeds per regime, "
         f"{minutes:.0f} min. Coverage: share of seeds whose interval holds the true lift "
         "(target 0.95); bias / RMSE / width in lift (0.01 = 1 point); wrong sign: seeds whose "
         "interval excludes 0 on the wrong side (wrong_sign_ok: of rows whose status was ok).\n\n" + frame_table(shown) + "\n")
