@@ -178,7 +178,8 @@ def logging_is_uniform(behavior: pl.DataFrame, items: int, tol: float = 1e-9) ->
     decided by recsim/ope/verdict.py's rule with every item a candidate of every impression."""
     ids = behavior["member_id"]
     candidates = pl.DataFrame({"request_id": np.repeat(ids.to_numpy(), items)})
-    return verdict.logging_is_uniform(behavior.select(request_id=ids, propensity="propensity"), candidates, tol)
+    logged = behavior.select(request_id=ids, propensity="propensity")
+    return verdict.logging_is_uniform(logged, candidates, tol)
 
 
 def decisions(behavior: pl.DataFrame, target: np.ndarray, smoothing: float = 10.0) -> pl.DataFrame:
