@@ -142,10 +142,13 @@ def test_protocol_reproduces_obps_published_ipw_and_snipw():
 
 def test_cli_protocol_writes_rows_and_help_lists_options(tmp_path, capsys):
     out = tmp_path / "obd.json"
-    rows = obd_job.main(["--mode", "protocol", "--campaign", "men", "--direction",
+    rows = obd_job.run(["--mode", "protocol", "--campaign", "men", "--direction",
                          "bts_to_random", "--estimators", "ips", "snips", "--n-runs", "3",
                          "--out", str(out)])
     assert json.loads(out.read_text()) == rows and len(rows) == 2
+    assert obd_job.main(["--mode", "protocol", "--campaign", "men", "--direction",
+                         "bts_to_random", "--estimators", "ips", "--n-runs", "2",
+                         "--out", str(out)]) is None  # a console script's exit status 0
     with pytest.raises(SystemExit):
         obd_job.main(["--help"])
     text = capsys.readouterr().out

@@ -36,11 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("estimate", "protocol"), default="estimate",
                    help="estimate: each estimator with its bootstrap interval beside the truth; "
                         "protocol: obp's relative error, mean and std over --n-runs resamples")
-    p.add_argument("--campaign", nargs="+", choices=obd.CAMPAIGNS, default=list(obd.CAMPAIGNS))
+    p.add_argument("--campaign", nargs="+", choices=obd.CAMPAIGNS, default=list(obd.CAMPAIGNS),
+                   help="ZOZOTOWN campaigns (80, 34, 46 items)")
     p.add_argument("--direction", nargs="+", choices=tuple(obd_eval.DIRECTIONS),
                    default=list(obd_eval.DIRECTIONS), help="behaviour log -> evaluated policy")
     p.add_argument("--estimators", nargs="+", choices=obd_eval.DEFAULT_ESTIMATORS,
-                   default=list(obd_eval.DEFAULT_ESTIMATORS))
+                   default=list(obd_eval.DEFAULT_ESTIMATORS), help="recsim/ope/estimators.py")
     p.add_argument("--n-boot", type=int, default=500, help="bootstrap replicates (estimate)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (estimate)")
     p.add_argument("--n-runs", type=int, default=obd_eval.N_RUNS, help="resamples (protocol)")
@@ -50,12 +51,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="effective sample size below which a status is not ok")
     p.add_argument("--data-dir", default=None,
                    help="root of the full-size dataset (random|bts/campaign/campaign.csv); "
-                        "default: the sample in the obp wheel")
+                        "None: the sample in the obp wheel")
     p.add_argument("--out", default="obd.json", help="JSON file of the rows")
     return p
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def run(argv: list[str] | None = None) -> list[dict]:
+    """Parse `argv`, evaluate every (campaign, direction), log the table, write --out."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     start, rows = time.perf_counter(), []
@@ -75,6 +77,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     Path(args.out).write_text(json.dumps(rows, indent=2))
     log.info("wrote %s", args.out)
     return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script (its return value would become the exit status)."""
+    run(argv)
 
 
 if __name__ == "__main__":
