@@ -77,9 +77,6 @@ def log_path(policy: str, campaign: str = "all", data_dir: str | Path | None = N
 
 def _check_log(frame: pl.DataFrame, path: Path) -> None:
     """ValueError naming the file, the column and the first bad values."""
-    missing = [c for c in _COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}")
     if frame.height == 0:
         raise ValueError(f"{path}: no rows")
     bad_rules = {
@@ -109,6 +106,9 @@ def load_log(policy: str, campaign: str = "all", data_dir: str | Path | None = N
     """
     path = log_path(policy, campaign, data_dir)
     try:
+        missing = [c for c in _COLUMNS if c not in pl.scan_csv(path).collect_schema()]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing}")
         frame = pl.read_csv(path, columns=list(_COLUMNS))
     except (pl.exceptions.PolarsError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not a readable Open Bandit Dataset CSV ({err})") from err
