@@ -1,10 +1,8 @@
 """The validation harness on a tiny world (the N-seed numbers come from `python -m recsim.jobs.validate`)."""
 
-import numpy as np
 import pytest
 
 from recsim.jobs import validate
-from recsim.ope.adapters import obd
 
 TINY = dict(n_members=300, n_authors=60, n_impressions=4000, slate_size=5, n_candidates=20,
             max_posts_per_source=400)
@@ -31,19 +29,3 @@ def test_summary_has_bias_and_coverage_per_estimator(seed_record):
     assert set(table.columns) >= {"estimator", "bias", "coverage", "rmse", "mean_width"}
     assert table["coverage"].is_between(0, 1).all()
 
-
-def test_obd_logs_load_with_their_propensities():
-    random_log, bts_log = obd.load_log("random"), obd.load_log("bts")
-    assert random_log.height == bts_log.height == 10_000
-    assert (random_log["propensity"] == 1 / 80).all()
-    assert bts_log["position"].unique().sort().to_list() == [1, 2, 3]
-    dist = obd.bts_action_dist(n_sim=20_000)
-    assert np.allclose(dist.sum(axis=0), 1.0) and dist.shape == (80, 3)
-    with pytest.raises(ValueError, match="OBD policy 'greedy' is unknown"):
-        obd.load_log("greedy")
-
-
-def test_obd_ips_estimates_bts_from_the_random_log_within_its_interval():
-    rows = obd.relative_errors(n_boot=100)
-    ips = next(r for r in rows if r["estimator"] == "ips" and r["behavior"] == "random")
-    assert ips["on_policy_inside"] and ips["relative_error"] < 0.5
