@@ -2,7 +2,10 @@
 
 conf/  the Hydra configs, package data: the wheel carries them as recsim/conf, and in a checkout
        recsim/conf is a symlink to the repository's conf/, so `importlib.resources` finds them the
-       same way in a checkout, an editable install and an installed wheel.
+       same way in a checkout, an editable install and an installed wheel. The fine-tuning jobs'
+       roots and groups may live apart, in conf_finetune/ (recsim/conf_finetune), so that each
+       job's search path, and its --help, holds only its own groups: `conf_dir(root)` finds the
+       directory of a root config.
 cache  model directories (models/) and post vectors (embeddings/): $RECSIM_CACHE_DIR if set, else
        the checkout's .cache/ when running from a checkout, else ~/.cache/recsim. A config's
        relative path under `.cache/` (e.g. `.cache/models/multitask`) is taken from it.
@@ -36,9 +39,22 @@ def cache_dir(env: Mapping[str, str], root: Path | None) -> Path:
     return root / ".cache" if root is not None else Path.home() / ".cache" / "recsim"
 
 
+def _package_data(name: str) -> Path:
+    return Path(str(resources.files("recsim") / name)).resolve()
+
+
 PROJECT_ROOT = checkout_root(Path(__file__).resolve().parent)
-CONF_DIR = str(Path(str(resources.files("recsim") / "conf")).resolve())
+CONF_DIRS = ("conf", "conf_finetune")  # package data directories of Hydra configs, in this order
+CONF_DIR = str(_package_data("conf"))  # the main job's (recsim/jobs/run.py) and most others'
 CACHE_DIR = cache_dir(os.environ, PROJECT_ROOT)
+
+
+def conf_dir(root: str) -> str:
+    """The config directory holding root config `<root>.yaml`: the job's Hydra config_path."""
+    for name in CONF_DIRS:
+        if (_package_data(name) / f"{root}.yaml").is_file():
+            return str(_package_data(name))
+    raise ValueError(f"root config {root}.yaml: in none of {[str(_package_data(n)) for n in CONF_DIRS]}")
 
 
 def project_path(path: str | Path) -> Path:
