@@ -28,7 +28,7 @@ from embeddings.evaluate import EvalConfig, evaluate
 from embeddings.tasks import TASK_SPECS, build_task
 from embeddings.train import TrainConfig, train_once, write_model_card
 from recsim.jobs.schemas import register
-from recsim.paths import CONF_DIR
+from recsim.paths import conf_dir
 from recsim.report.tables import markdown_table
 
 log = logging.getLogger("recsim.jobs.finetune")
@@ -177,7 +177,7 @@ def compare(cfg: DictConfig, output_dir: str | Path) -> dict:
     return {"table": table, "targets": targets, "minutes": minutes, "multitask_model": multi_dir}
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="finetune")
+@hydra.main(version_base="1.3", config_path=conf_dir("finetune"), config_name="finetune")
 def main(cfg: DictConfig) -> None:
     compare(cfg, HydraConfig.get().runtime.output_dir)
 

