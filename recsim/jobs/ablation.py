@@ -40,7 +40,7 @@ def _job(report: dict, estimators: list[str], job_dir: Path) -> dict:
             "heads": heads, "lifts": lifts, "true_lift": report["truth"]["lift"],
             "control_heads": {h: {"auc": m["auc"], "normalized_entropy": m["normalized_entropy"]}
                               for h, m in control["heads"].items()},
-            "n_requests": sim["n_requests"], "job_dir": str(job_dir)}
+            "n_requests": sim["n_requests"], "alpha": sim.get("alpha"), "job_dir": str(job_dir)}
 
 
 def summarize(sweep_dir: str | Path, estimators: list[str] | tuple[str, ...] = ("snips", "replay")
@@ -65,6 +65,7 @@ def summarize(sweep_dir: str | Path, estimators: list[str] | tuple[str, ...] = (
     controls = {json.dumps(r["control_heads"], sort_keys=True) for r in rows}
     summary = {"sweep_dir": str(sweep_dir), "estimators": list(estimators), "variants": rows,
                "control": rows[0]["control"], "control_heads": rows[0]["control_heads"],
+               "alpha": rows[0]["alpha"],  # the interval level of the lifts (1 - alpha)
                "control_identical_across_jobs": len(controls) == 1, "failed_jobs": failed}
     paths = write_ablation_report(summary, sweep_dir)
     log.info("ranker ablation: %d variants%s -> %s", len(rows),
