@@ -5,6 +5,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# No MLflow tracking from tests (conf/config.yaml's tracking.enabled defaults to this variable;
+# subprocess jobs inherit it): tests/test_tracking.py turns it on into a temporary store.
+os.environ.setdefault("RECSIM_TRACKING", "false")
 
 
 @pytest.fixture(scope="session", autouse=True)
