@@ -17,12 +17,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__all__ = ["build_world", "WorldConfig", "World", "evaluate", "Estimate", "compose_config",
-           "run_experiment", "load_report"]
+__all__ = [
+    "Estimate",
+    "World",
+    "WorldConfig",
+    "build_world",
+    "compose_config",
+    "evaluate",
+    "load_report",
+    "run_experiment",
+]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on first use
-    from recsim.jobs.api import (Estimate, World, WorldConfig, build_world, compose_config,
-                                 evaluate, load_report, run_experiment)
+    from recsim.jobs.api import (
+        Estimate,
+        World,
+        WorldConfig,
+        build_world,
+        compose_config,
+        evaluate,
+        load_report,
+        run_experiment,
+    )
 
 
 def __getattr__(name: str):

@@ -65,7 +65,7 @@ def tiny_report() -> dict:
     head = {"auc": 0.7, "log_loss": 0.3, "normalized_entropy": 0.9, "calibration": 1.0,
             "ece": 0.01, "base_rate": 0.08, "positives": 40}
     no_positives = {**head, "auc": nan, "normalized_entropy": nan, "base_rate": 0.0, "positives": 0}
-    ranker = lambda heads: {"features": ["ids"], "encoder": "default", "interaction": "dlrm",  # noqa: E731
+    ranker = lambda heads: {"features": ["ids"], "encoder": "default", "interaction": "dlrm",
                             **heads["click"], "heads": heads, "steps": 10, "best_step": 8,
                             "stopped_early": True, "n_train": 100, "n_validation": 20,
                             "n_eval": 50}

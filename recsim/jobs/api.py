@@ -7,19 +7,29 @@ re-exports them lazily, so `import recsim` loads none of this until one is used)
     run_experiment(overrides, out)       the whole pipeline (recsim-run), report written to `out`
     load_report(path)                    a report.json, checked against its schema
 
-A notebook session, in order (the README shows it; tests/test_api.py runs the README's block):
+The README's example, verbatim (tests/test_api.py runs the README's block and checks that it
+is this one):
 
-    import polars as pl
-    import recsim
+<!-- api-example -->
+```python
+import polars as pl
+import recsim
 
-    world = recsim.build_world(recsim.WorldConfig(n_members=300, n_impressions=6000))
-    first = world.impressions.filter(pl.col("position") == 1)
-    log = first.with_columns(target_prob=1 / world.config.n_candidates,   # a uniform-random slot
-                             reward=pl.col("click").cast(pl.Float64))
-    recsim.evaluate(log, ["ips", "snips"])["snips"].value
+# A small synthetic world: posts, members, and logged impressions with their propensities.
+world = recsim.build_world(recsim.WorldConfig(n_members=300, n_authors=100, n_impressions=6000,
+                                              max_posts_per_source=300))
 
-    report = recsim.run_experiment(["experiment=debug"], output_dir="runs/debug")
-    recsim.load_report("runs/debug")["verdict"]["text"]
+# What would a uniformly random first slot have got? Off-policy estimates from the log.
+log = world.impressions.filter(pl.col("position") == 1).with_columns(
+    target_prob=1 / world.config.n_candidates, reward=pl.col("click").cast(pl.Float64))
+estimates = recsim.evaluate(log, ["ips", "snips"], n_boot=200)
+print({name: round(e.value, 4) for name, e in estimates.items()})
+
+# The whole pipeline from a config, as `recsim-run experiment=debug`; then its report.json back.
+report = recsim.run_experiment(["experiment=debug"], output_dir="runs/debug")
+print(recsim.load_report("runs/debug")["verdict"]["text"])
+```
+<!-- /api-example -->
 """
 
 from __future__ import annotations
@@ -36,11 +46,19 @@ from omegaconf import DictConfig
 from recsim.ope.estimators import ESTIMATORS, Bootstrap, Estimate
 from recsim.ope.estimators import evaluate as _evaluate
 from recsim.paths import CONF_DIR
-from recsim.report.contract import load_report  # noqa: F401  (re-exported)
-from recsim.world.world import World, WorldConfig, build_world  # noqa: F401  (re-exported)
+from recsim.report.contract import check_objective, load_report
+from recsim.world.world import World, WorldConfig, build_world
 
-__all__ = ["build_world", "WorldConfig", "World", "evaluate", "Estimate", "compose_config",
-           "run_experiment", "load_report"]
+__all__ = [
+    "Estimate",
+    "World",
+    "WorldConfig",
+    "build_world",
+    "compose_config",
+    "evaluate",
+    "load_report",
+    "run_experiment",
+]
 
 
 def evaluate(log: pl.DataFrame, estimators: Sequence[str] = ("ips", "snips"), *,
@@ -81,7 +99,8 @@ def run_experiment(overrides: Sequence[str] = (), output_dir: str | Path = "recs
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     cfg = compose_config(overrides)
-    TrackingConfig.of(cfg)  # refused before any work
+    TrackingConfig.of(cfg)  # both refused before any work
+    check_objective(cfg.report.objective, [*cfg.sim.estimators, *cfg.sim.slate_estimators])
     report = run(cfg, str(output_dir))
     log_run(cfg, report, output_dir)
     return report

@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from recsim.report.tables import level_pct  # noqa: E402
+from recsim.report.tables import level_pct
 
 
 def _png(fig) -> str:
