@@ -5,6 +5,7 @@ Every report the suite writes through `write_report` (tests/test_run.py's debug 
 validated against recsim/report/report.schema.json before a file is written."""
 
 import json
+import math
 import os
 import stat
 
@@ -47,11 +48,22 @@ def test_non_finite_numbers_become_null_with_their_reason(tiny_report):
 def test_write_report_writes_strict_json_that_loads_back(tiny_report, tmp_path):
     paths = write_report(tiny_report, tmp_path)
     data = _strict(paths["json"].read_text())
-    assert data == contract.load_report(tmp_path) == contract.load_report(paths["json"])
+    assert data == contract.load_report(tmp_path, nan=False) == contract.load_report(
+        paths["json"], nan=False)
     assert data["schema_version"] == contract.SCHEMA_VERSION
     umask = os.umask(0)
     os.umask(umask)
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask for p in paths.values())
+
+
+def test_load_report_gives_back_the_non_finite_numbers(tiny_report, tmp_path):
+    """With nan (the default) the loaded report has NaN / inf where the run's had them."""
+    write_report(tiny_report, tmp_path)
+    loaded = contract.load_report(tmp_path)
+    assert loaded["segments"][0]["lift"] == float("inf")
+    assert math.isnan(loaded["ranker"]["new"]["heads"]["share"]["auc"])
+    assert json.dumps(loaded, sort_keys=True) == json.dumps(
+        {**json.loads(json.dumps(tiny_report)), "nulls": loaded["nulls"]}, sort_keys=True)
 
 
 def test_the_config_is_stored_once(tiny_report, tmp_path):
@@ -161,3 +173,16 @@ def test_ablation_and_validity_labels_follow_alpha(monkeypatch):
                           "coverage": [0.9]})
     plots.validity_figure(table, alpha=0.2)
     assert seen[-1] == "a | target 80%"
+
+
+def test_the_ablation_summary_reads_nulls_back_as_nan(tiny_report, tmp_path):
+    """recsim/jobs/ablation.py reads job reports whose AUC of a head without positives is null."""
+    from recsim.jobs.ablation import summarize
+
+    (tmp_path / "0_job" / ".hydra").mkdir(parents=True)
+    (tmp_path / "0_job" / "report.json").write_text(contract.to_json(tiny_report))
+    summary = summarize(tmp_path, ["snips"])
+    heads = summary["variants"][0]["heads"]
+    assert heads["click"]["d_auc"] == pytest.approx(0.02) and math.isnan(heads["share"]["d_auc"])
+    assert summary["alpha"] == 0.05
+    assert "95% member bootstrap interval" in (tmp_path / "ablation.md").read_text()

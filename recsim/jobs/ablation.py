@@ -46,6 +46,7 @@ def _job(report: dict, estimators: list[str], job_dir: Path) -> dict:
 def summarize(sweep_dir: str | Path, estimators: list[str] | tuple[str, ...] = ("snips", "replay")
               ) -> dict:
     """Read the sweep's job reports; write ablation.{md,json,html} into `sweep_dir`."""
+    from recsim.report.contract import restore_nan
     from recsim.report.writer import write_ablation_report
 
     sweep_dir = Path(sweep_dir)
@@ -56,7 +57,8 @@ def summarize(sweep_dir: str | Path, estimators: list[str] | tuple[str, ...] = (
     for job in jobs:
         path = job / "report.json"
         if path.exists():
-            rows.append(_job(json.loads(path.read_text()), list(estimators), job))
+            report = restore_nan(json.loads(path.read_text()))  # null -> NaN (contract.py)
+            rows.append(_job(report, list(estimators), job))
         elif (job / ".hydra").exists():
             failed.append(job.name)
     if not rows:

@@ -118,8 +118,10 @@ def to_json(report: dict) -> str:
     return json.dumps(data, indent=2, allow_nan=False)
 
 
-def load_report(path: str | Path) -> dict:
-    """A report.json (or the run directory holding one), checked against the schema.
+def load_report(path: str | Path, nan: bool = True) -> dict:
+    """A report.json (or the run directory holding one), checked against the schema; with `nan`,
+    each null listed in "nulls" is the NaN / Infinity it was (`restore_nan`), so the dict is the
+    one the run returned; without, the JSON data as written.
 
     A report of another major schema version is refused: its fields may mean something else."""
     path = Path(path)
@@ -130,6 +132,22 @@ def load_report(path: str | Path) -> dict:
         raise ValueError(f"{path}: schema_version {version}; this recsim reads "
                          f"{SCHEMA_VERSION.split('.')[0]}.x (written by another release?)")
     validate(data, str(path))
+    return restore_nan(data) if nan else data
+
+
+def restore_nan(data: dict) -> dict:
+    """Put back, in place, the non-finite numbers that `jsonable` wrote as null (the pointers of
+    data["nulls"], their value the reason's first word); a dict without "nulls" is unchanged."""
+    for pointer, reason in data.get("nulls", {}).items():
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
+        node = data
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        value = float(reason.split(":", 1)[0].replace("Infinity", "inf"))
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
     return data
 
 
