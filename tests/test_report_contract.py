@@ -186,3 +186,12 @@ def test_the_ablation_summary_reads_nulls_back_as_nan(tiny_report, tmp_path):
     assert heads["click"]["d_auc"] == pytest.approx(0.02) and math.isnan(heads["share"]["d_auc"])
     assert summary["alpha"] == 0.05
     assert "95% member bootstrap interval" in (tmp_path / "ablation.md").read_text()
+
+
+def test_a_resumed_validity_run_reads_nulls_back_as_nan(tiny_report, tmp_path):
+    """recsim/jobs/validity.py reuses a finished run's report.json: as the run returned it."""
+    from recsim.jobs.validity import _run_one
+
+    (tmp_path / "report.json").write_text(contract.to_json(tiny_report))
+    (tmp_path / "overrides.json").write_text(json.dumps(["seed=3"]))
+    assert _run_one(["seed=3"], tmp_path)["segments"][0]["lift"] == float("inf")
