@@ -40,12 +40,13 @@ def _job(report: dict, estimators: list[str], job_dir: Path) -> dict:
             "heads": heads, "lifts": lifts, "true_lift": report["truth"]["lift"],
             "control_heads": {h: {"auc": m["auc"], "normalized_entropy": m["normalized_entropy"]}
                               for h, m in control["heads"].items()},
-            "n_requests": sim["n_requests"], "job_dir": str(job_dir)}
+            "n_requests": sim["n_requests"], "alpha": sim.get("alpha"), "job_dir": str(job_dir)}
 
 
 def summarize(sweep_dir: str | Path, estimators: list[str] | tuple[str, ...] = ("snips", "replay")
               ) -> dict:
     """Read the sweep's job reports; write ablation.{md,json,html} into `sweep_dir`."""
+    from recsim.report.contract import restore_nan
     from recsim.report.writer import write_ablation_report
 
     sweep_dir = Path(sweep_dir)
@@ -56,7 +57,8 @@ def summarize(sweep_dir: str | Path, estimators: list[str] | tuple[str, ...] = (
     for job in jobs:
         path = job / "report.json"
         if path.exists():
-            rows.append(_job(json.loads(path.read_text()), list(estimators), job))
+            report = restore_nan(json.loads(path.read_text()))  # null -> NaN (contract.py)
+            rows.append(_job(report, list(estimators), job))
         elif (job / ".hydra").exists():
             failed.append(job.name)
     if not rows:
@@ -65,6 +67,7 @@ def summarize(sweep_dir: str | Path, estimators: list[str] | tuple[str, ...] = (
     controls = {json.dumps(r["control_heads"], sort_keys=True) for r in rows}
     summary = {"sweep_dir": str(sweep_dir), "estimators": list(estimators), "variants": rows,
                "control": rows[0]["control"], "control_heads": rows[0]["control_heads"],
+               "alpha": rows[0]["alpha"],  # the interval level of the lifts (1 - alpha)
                "control_identical_across_jobs": len(controls) == 1, "failed_jobs": failed}
     paths = write_ablation_report(summary, sweep_dir)
     log.info("ranker ablation: %d variants%s -> %s", len(rows),

@@ -136,11 +136,19 @@ def _log_summary(report: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
+    """Run, log the run to MLflow (the `tracking:` block; recsim/jobs/tracking.py) and return
+    the objective a sweeper optimizes (report.objective; recsim/report/contract.py)."""
+    from recsim.jobs.tracking import TrackingConfig, log_run
+    from recsim.report.contract import check_objective
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    TrackingConfig.of(cfg)  # both refused before any work
+    check_objective(cfg.report.objective, [*cfg.sim.estimators, *cfg.sim.slate_estimators])
     output_dir = cfg.report.output_dir or HydraConfig.get().runtime.output_dir
     report = run(cfg, output_dir)
-    return report["lifts"][0]["lift"]
+    log_run(cfg, report, output_dir)
+    return report["objective"]["value"]
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ class ReportConfig:
     """conf/report/ (read by recsim/jobs/run.py)."""
 
     output_dir: str | None = None  # where report.md / report.json go; None: the run directory
+    objective: str = "verdict"  # what recsim-run returns to a sweeper (recsim/report/contract.py)
 
 
 @dataclass

@@ -80,11 +80,12 @@ def _run_one(overrides: list[str], out: Path) -> dict:
     """The main job's report for `overrides`, written under `out`; a finished run whose
     overrides match is read back instead of rerun (an interrupted validity run resumes)."""
     from recsim.jobs.run import run
+    from recsim.report.contract import restore_nan
 
     done, stamp = out / "report.json", out / "overrides.json"
     if done.exists() and stamp.exists() and json.loads(stamp.read_text()) == overrides:
         log.info("validity: reusing %s", done)
-        return json.loads(done.read_text())
+        return restore_nan(json.loads(done.read_text()))  # null -> NaN, as the run returned
     cfg = compose("config", overrides=overrides)
     report = run(cfg, str(out))
     stamp.write_text(json.dumps(overrides))

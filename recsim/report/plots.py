@@ -17,6 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from recsim.report.tables import level_pct
+
 
 def _png(fig) -> str:
     buf = io.BytesIO()
@@ -60,7 +62,7 @@ def lifts_figure(r: dict) -> str:
     ax.scatter([100 * x["true_lift"] for x in rows], y, marker="x", color="#c0392b", zorder=3,
                label="true lift (user model)")
     ax.legend(loc="best", fontsize=8)
-    ax.set_title("Lift of treatment over control, with intervals")
+    ax.set_title(f"Lift of treatment over control, with {level_pct(r['sim']['alpha'])} intervals")
     return _png(fig)
 
 
@@ -82,7 +84,8 @@ def segments_figure(r: dict) -> str:
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(seg) + 1.4))
     _forest(ax, [f"{s['segment']}={s['value']}" for s in seg], [s["lift"] for s in seg],
             [s["ci_low"] for s in seg], [s["ci_high"] for s in seg], r["truth"]["top_slot"]["lift"])
-    ax.set_title("Lift per segment (intervals at alpha / m)")
+    level = level_pct(r["sim"]["alpha"] / len(seg))
+    ax.set_title(f"Lift per segment ({level} intervals: alpha / m, m = {len(seg)} segments)")
     return _png(fig)
 
 
@@ -147,13 +150,14 @@ def ablation_figure(s: dict) -> str:
         ax.plot([100 * v["true_lift"]], [yy], "x", color="#c0392b", ms=8)
     ax.axvline(0, color="#999", lw=0.8)
     ax.set_xlabel("lift over all features (%)")
-    ax.set_title(f"{est} lift (95% interval) and true lift (x)", fontsize=10)
+    level = f"{level_pct(s['alpha'])} " if s.get("alpha") else ""
+    ax.set_title(f"{est} lift ({level}interval) and true lift (x)", fontsize=10)
     return _png(fig)
 
 
-def validity_figure(table) -> bytes:
-    """Coverage of the true lift per estimator (and interval method), one panel per regime;
-    returns PNG bytes."""
+def validity_figure(table, alpha: float = 0.05) -> bytes:
+    """Coverage of the true lift per estimator (and interval method), one panel per regime, the
+    target coverage 1 - alpha as a dashed line; returns PNG bytes."""
     regimes = table["regime"].unique(maintain_order=True).to_list()
     fig, axes = plt.subplots(1, len(regimes), figsize=(4 * len(regimes), 0.3 * table.height / max(len(regimes), 1) + 2),
                              squeeze=False)
@@ -163,10 +167,11 @@ def validity_figure(table) -> bytes:
                   for e, m in zip(part["estimator"], part["interval"])]
         y = list(range(len(labels)))[::-1]
         ax.barh(y, part["coverage"].to_list(), color="#7aa6d6")
-        ax.axvline(0.95, color="#c0392b", ls="--", lw=1)
+        ax.axvline(1 - alpha, color="#c0392b", ls="--", lw=1, label=f"target {level_pct(alpha)}")
         ax.set_yticks(y, labels, fontsize=7)
         ax.set_xlim(0, 1)
         ax.set_title(regime, fontsize=9)
         ax.set_xlabel("coverage of the true lift")
+    axes[0][0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return base64.b64decode(_png(fig))

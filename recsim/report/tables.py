@@ -35,3 +35,9 @@ def frame_table(frame: pl.DataFrame, float_format: str = ".4f") -> str:
 def pct(x: float) -> str:
     """A relative lift as a signed percentage with two decimals ("n/a" when not finite)."""
     return f"{100 * x:+.2f}%" if np.isfinite(x) else "n/a"
+
+
+def level_pct(alpha: float) -> str:
+    """The confidence level of intervals at `alpha` as a percentage: 0.05 -> "95%",
+    0.07 -> "93%", 0.001 -> "99.9%" (not int(100 * (1 - alpha)), which makes 0.07 "92%")."""
+    return f"{round(100 * (1 - alpha), 6):g}%"

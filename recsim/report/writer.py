@@ -1,5 +1,6 @@
 """The only place that writes reports: HTML (self-contained, plots inlined), Markdown and JSON,
-written atomically (no half files). The plots themselves are drawn in recsim/plots.py."""
+written atomically (no half files). The plots themselves are drawn in recsim/report/plots.py;
+report.json's contract (schema version, JSON Schema, nulls for NaN) is recsim/report/contract.py."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from omegaconf import OmegaConf
 
 from recsim.report.answer import answer_section, funnel_section
-from recsim.report.tables import markdown_table, pct
+from recsim.report.contract import to_json
+from recsim.report.tables import level_pct, markdown_table, pct
 
 
 PACKAGES = ("torch", "torchrec", "fbgemm_gpu_cpu", "transformers", "sentence-transformers", "ray",
@@ -41,11 +44,15 @@ def fingerprint(frame: pl.DataFrame) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    """Write through a temporary file and rename; the file gets the usual permissions (umask),
+    not mkstemp's owner-only 0600."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
-
 
 
 def weight_histogram(weights: np.ndarray, bins: int = 30) -> dict:
@@ -75,7 +82,7 @@ def _sections(r: dict) -> list[dict]:
 def _lifts_section(r: dict) -> dict:
     """Each estimator's lift of treatment over control from the log, beside its ground truth."""
     sim, truth = r["sim"], r["truth"]
-    level = int(100 * (1 - sim["alpha"]))
+    level = level_pct(sim["alpha"])
     online = truth["online_ab"]
     return {
         "title": "Offline estimates from the log",
@@ -83,7 +90,7 @@ def _lifts_section(r: dict) -> dict:
                  f"{sim['n_requests']:,} logged requests of the evaluation period "
                  f"({sim['n_members']:,} members): the top-slot family compares the policy's first "
                  "slot with the logged first slot; slate estimators use every logged slot. "
-                 f"Intervals: {level}% bootstrap over members ({sim['n_bootstrap']} replicates). "
+                 f"Intervals: {level} bootstrap over members ({sim['n_bootstrap']} replicates). "
                  "MDE: the smallest relative lift this log detects with 80% power. p-values only "
                  "where the estimate's status is ok."],
         "headers": ["estimator", "scope", "control", "treatment", "lift", "interval", "p-value",
@@ -157,8 +164,9 @@ def _segments_section(r: dict) -> dict | None:
     return {
         "title": "Lift per segment",
         "text": [f"Estimator {r['sim'].get('segment_estimator', '')}; new members have tenure "
-                 "under 90 days; activity terciles. Intervals at level alpha / m and p-values "
-                 f"Holm-adjusted over the {len(r['segments'])} segments."],
+                 "under 90 days; activity terciles. Intervals at level "
+                 f"{level_pct(r['sim']['alpha'] / len(r['segments']))} (alpha / m) and p-values "
+                 f"Holm-adjusted over the m = {len(r['segments'])} segments."],
         "headers": ["segment", "value", "requests", "lift", "interval", "p (Holm)"],
         "rows": [[sg["segment"], sg["value"], f"{sg['control']['n']:,}", pct(sg["lift"]),
                   f"[{pct(sg['ci_low'])}, {pct(sg['ci_high'])}]", f"{sg['p_adjusted']:.3f}"]
@@ -231,7 +239,8 @@ def _reproduce_section(r: dict) -> dict:
         "text": ["Data fingerprints: " + ", ".join(f"{k} `{v}`" for k, v in r["fingerprints"].items()),
                  "Step timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in r["timings"].items()),
                  "Package versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items())],
-        "headers": [], "rows": [], "notes": [], "code": r["config_yaml"].rstrip(),
+        "headers": [], "rows": [], "notes": [],
+        "code": OmegaConf.to_yaml(OmegaConf.create(r["config"])).rstrip(),
     }
 
 
@@ -312,9 +321,10 @@ def write_report(report: dict, output_dir: str | Path) -> dict[str, Path]:
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "md": out / "report.md", "html": out / "report.html"}
-    markdown = render_markdown(report)  # render first: a failure leaves no file behind
+    text = to_json(report)  # checked against the schema, then rendered: a failure writes nothing
+    markdown = render_markdown(report)
     page = render_html(report)
-    _atomic_write(paths["json"], json.dumps(report, indent=2, default=str))
+    _atomic_write(paths["json"], text)
     _atomic_write(paths["md"], markdown)
     _atomic_write(paths["html"], page)
     return paths
@@ -341,10 +351,11 @@ def _ablation_table(s: dict) -> tuple[list[str], list[list[str]]]:
 def _ablation_text(s: dict) -> list[str]:
     control = ", ".join(f"{h} AUC {m['auc']:.4f} / NE {m['normalized_entropy']:.4f}"
                         for h, m in s["control_heads"].items())
+    level = f"{level_pct(s['alpha'])} " if s.get("alpha") else ""  # reports before alpha: no level
     text = [f"Each variant's ranker against the control **{s['control']}** (all feature groups, "
             f"the run's encoder): {control}. Δ = variant minus control on the evaluation period "
             "(ΔAUC > 0 and ΔNE < 0 mean the variant predicts better). Lifts: the variant's "
-            "policy over the control's on the top slot, offline estimate with its 95% member "
+            f"policy over the control's on the top slot, offline estimate with its {level}member "
             "bootstrap interval, and the ground truth from the world's user model."]
     if not s["control_identical_across_jobs"]:
         text.append("**Warning**: the control's metrics differ between jobs; compare rows with care.")
