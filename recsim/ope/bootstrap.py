@@ -12,7 +12,8 @@ module does the rest, the same way for all of them:
        member gets the same counts whichever shard or process holds it, so a sharded run gives
        the very numbers of a single-process run. Replicate totals are counts.T @ sums, [B, T],
        computed in member chunks (memory stays O(chunk x B)).
-    3. `finish`: the point value, a percentile interval from the replicates, and diagnostics.
+    3. `finish`: the point value, a percentile interval from the replicates (none, and a
+       warning, when a replicate is NaN / inf: `percentile_interval`), and diagnostics.
 
 Why Poisson and not multinomial: the replicate of a member does not depend on how many other
 members there are, so it is vectorised, streamable and shardable (Chamandy et al. 2012).
