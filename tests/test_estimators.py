@@ -123,9 +123,20 @@ def test_shards_split_by_member_give_exactly_the_single_process_numbers():
 
 
 def test_paired_lift_of_a_policy_against_itself_is_zero():
-    frame = _decisions()
+    frame, _ = _bandit(n=2000)
     lift = ab.offline_lift("snips", frame, frame, Bootstrap(100))
     assert lift.lift == 0.0 and lift.ci_low == 0.0 and lift.ci_high == 0.0
+    assert lift.p_value == 1.0 and lift.std_error == 0.0 and lift.n_nonfinite == 0
+
+
+def test_a_three_member_log_has_resamples_without_data_and_says_so():
+    """_decisions' snips: a replicate that leaves out all three members is 0 / 0; the lift's
+    control is 0 also when members 1 and 3 (the only rewards under weight) are left out."""
+    lift = ab.offline_lift("snips", _decisions(), _decisions(), Bootstrap(100))
+    counts = poisson_counts(np.array([1, 2, 3]), 100, seed=0)
+    assert lift.control.n_nonfinite == int((counts.sum(axis=0) == 0).sum()) > 0
+    assert lift.n_nonfinite == int(((counts[0] == 0) & (counts[2] == 0)).sum())
+    assert lift.lift == 0.0 and np.isnan(lift.ci_low) and np.isnan(lift.control.ci_high)
 
 
 @pytest.mark.parametrize(
@@ -133,7 +144,13 @@ def test_paired_lift_of_a_policy_against_itself_is_zero():
     [
         (_decisions(propensity=[0.5, 0.0, 0.2, 1.0]), "propensity must be in (0, 1]"),
         (_decisions(propensity=[0.5, 1.2, 0.2, 1.0]), "propensity must be in (0, 1]"),
-        (_decisions(propensity=[0.5, float("nan"), 0.2, 1.0]), "propensity must be in (0, 1]"),
+        (_decisions(propensity=[0.5, float("nan"), 0.2, 1.0]),
+         "column 'propensity': 1 non-finite value(s) (NaN or inf) at row(s) [1]"),
+        (_decisions(reward=[1.0, 0.0, float("nan"), float("nan")]),
+         "column 'reward': 2 non-finite value(s) (NaN or inf) at row(s) [2, 3]"),
+        (_decisions(reward=[float("inf"), 0.0, 1.0, 1.0]), "column 'reward': 1 non-finite"),
+        (_decisions(target_prob=[1.0, float("nan"), 1.0, 0.5]),
+         "column 'target_prob': 1 non-finite value(s) (NaN or inf) at row(s) [1]"),
         (_decisions(propensity=[0.5, None, 0.2, 1.0]), "null values in column(s) ['propensity']"),
         (_decisions().drop("propensity"), "missing column(s) ['propensity']"),
         (_decisions(target_prob=[1.5, 0.0, 1.0, 0.5]), "column 'target_prob'"),
@@ -156,6 +173,15 @@ def test_bad_decisions_get_clear_errors(frame, message):
         ("iips", _slates().with_columns(logging_marginal=pl.lit(0.0)),
          "logging_marginal must be in (0, 1]"),
         ("magic", _decisions(), "unknown estimator(s) ['magic']"),
+        ("dr", _decisions(reward_hat=[0.5, float("nan"), 0.2, 0.8]),
+         "column 'reward_hat': 1 non-finite value(s) (NaN or inf) at row(s) [1]"),
+        ("sndr", _decisions(target_reward_hat=[0.6, 0.4, float("-inf"), 0.9]),
+         "column 'target_reward_hat': 1 non-finite value(s) (NaN or inf) at row(s) [2]"),
+        ("dm", _decisions(reward=[1.0, float("nan"), 0.0, 1.0]), "column 'reward': 1 non-finite"),
+        ("iips", _slates().with_columns(target_marginal=pl.Series([1.0, float("nan"), 0.5, 0.3])),
+         "column 'target_marginal': 1 non-finite value(s) (NaN or inf) at row(s) [1]"),
+        ("rips", _slates().with_columns(reward=pl.Series([1.0, 1.0, 0.0, float("nan")])),
+         "column 'reward': 1 non-finite value(s) (NaN or inf) at row(s) [3]"),
     ],
 )
 def test_each_estimator_checks_the_columns_it_reads(name, frame, message):

@@ -1,58 +1,102 @@
 """The main job through its real Hydra entry point, and every config in conf/."""
 
 import json
+import math
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import polars as pl
 import pytest
 from hydra import compose, initialize_config_dir
+
+from recsim.world.timeline import WORLD_START
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 ROOT = CONF.parent
 
 
-def _run(tmp_path, *overrides, check=True):
+def _run(tmp_path, *overrides, check=True, capture=None):
+    """`python -m recsim.jobs.run` with `overrides`; with `capture` (a folder), the same entry
+    point with step 7's inputs saved there (_CAPTURE)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    entry = ["-m", "recsim.jobs.run"]
+    if capture is not None:
+        entry, env["RECSIM_TEST_CAPTURE"] = ["-c", _CAPTURE], str(capture)
     proc = subprocess.run(
-        [sys.executable, "-m", "recsim.jobs.run", f"hydra.run.dir={tmp_path}", *overrides],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [sys.executable, *entry, f"hydra.run.dir={tmp_path}", *overrides],
+        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
 
-def test_debug_run_end_to_end_writes_a_complete_report(tmp_path):
-    _run(tmp_path, "experiment=debug")
-    report = json.loads((tmp_path / "report.json").read_text())
-    markdown = (tmp_path / "report.md").read_text()
+# The real main job, with recsim.ope.offline.ground_truth (step 7) wrapped to save its inputs:
+# each policy's slates, the evaluation requests and the world's user model. The wrapper returns
+# what the real step returns, so the report is the one `recsim-run` writes.
+_CAPTURE = """
+import os, pickle, runpy
+from recsim.ope import offline
 
+real, out = offline.ground_truth, os.environ["RECSIM_TEST_CAPTURE"]
+
+def ground_truth(truth, served, sim, seed, segments=None):
+    for role, output in served.outputs.items():
+        output.slates.write_parquet(f"{out}/{role}_slates.parquet")
+    served.requests.write_parquet(f"{out}/requests.parquet")
+    with open(f"{out}/user_model.pkl", "wb") as f:
+        pickle.dump(truth, f)
+    return real(truth, served, sim, seed, segments)
+
+offline.ground_truth = ground_truth
+runpy.run_module("recsim.jobs.run", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def debug_run(tmp_path_factory):
+    """The debug experiment, run once: (report.json, report.md, run dir, step 7's inputs dir)."""
+    run_dir, captured = tmp_path_factory.mktemp("debug_run"), tmp_path_factory.mktemp("step7")
+    _run(run_dir, "experiment=debug", capture=captured)
+    report = json.loads((run_dir / "report.json").read_text())
+    return report, (run_dir / "report.md").read_text(), run_dir, captured
+
+
+def _interval_or_void(row: dict) -> None:
+    """ci_low <= ci_high, or (nan, nan) with the non-finite bootstrap replicates counted."""
+    if math.isnan(row["ci_low"]) or math.isnan(row["ci_high"]):
+        assert math.isnan(row["ci_low"]) and math.isnan(row["ci_high"]) and row["n_nonfinite"] > 0
+    else:
+        assert row["ci_low"] <= row["ci_high"]
+
+
+def test_debug_run_end_to_end_writes_a_complete_report(debug_run):
+    report, markdown, run_dir, _ = debug_run
     names = {lift["estimator"] for lift in report["lifts"]}
     assert names == {"replay", "ips", "clipped_ips", "snips", "dm", "dr", "sndr", "iips"}
-    html = (tmp_path / "report.html").read_text()
+    html = (run_dir / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "simulated online A/B" in html
     assert "<script" not in html and "<link" not in html and 'src="http' not in html
     truth = report["truth"]
     for lift in report["lifts"]:
-        assert lift["ci_low"] <= lift["ci_high"]
-        assert 0.0 <= lift["p_value"] <= 1.0
+        _interval_or_void(lift)
+        assert 0.0 <= lift["p_value"] <= 1.0 or (math.isnan(lift["p_value"]) and lift["n_nonfinite"])
         if lift["estimator"] == "replay":  # the world's logging policy is not uniform
             assert lift["status"] == "assumption broken: replay needs uniform logging"
         else:  # both policies rank the logged candidates: full support, but a tiny log
             assert lift["status"] == "ok" or lift["status"].startswith("effective sample size")
-        scope_truth = truth["lift"] if lift["scope"] == "slate" else truth["top_slot"]["lift"]
-        assert lift["true_lift"] == scope_truth
         for role in ("control", "treatment"):
             est = lift[role]
-            assert est["ci_low"] <= est["ci_high"]
-            if lift["estimator"] not in ("dr", "sndr"):  # a DR correction can go below 0
-                assert 0.0 <= est["ci_low"]
+            _interval_or_void(est)
+            if lift["estimator"] not in ("dr", "sndr") and not math.isnan(est["ci_low"]):
+                assert 0.0 <= est["ci_low"]  # a DR correction can go below 0
             if lift["scope"] == "top slot":
                 assert est["n"] == report["sim"]["n_requests"] > 0
     assert truth["control"] > 0 and truth["treatment"] > 0
-    assert truth["lift"] == pytest.approx(truth["treatment"] / truth["control"] - 1)
     assert truth["per_action"]["control"]["metric"] == truth["control"]  # metric = click here
     online = truth["online_ab"]
     assert online["ci_low"] <= online["lift"] <= online["ci_high"]
@@ -77,6 +121,51 @@ def test_debug_run_end_to_end_writes_a_complete_report(tmp_path):
     assert "recall@10" in markdown and "seed: 0" in markdown
     # The tiny debug log leaves few decisions that agree with a deterministic policy.
     assert "effective sample size below" in markdown
+
+
+def _expected_clicks(user_model, slates: pl.DataFrame, requests: pl.DataFrame) -> float:
+    """Expected clicks per request, written out from the user model's formula (its docstring):
+    sum over slate rows of prob * position ** -decay * sigmoid(base + topic_w * interest
+    + author_w * member . author / sqrt(D) + fresh_w * 0.5 ** (age / halflife) + quality),
+    divided by the number of requests."""
+    um, c = user_model, user_model.config
+    assert c.language_weight == 0  # the debug world has no language term
+    rows = slates.join(requests, on="request_id")
+    m = np.searchsorted(um.member_ids, rows["member_id"].to_numpy())
+    p = np.searchsorted(um.post_ids, rows["post_id"].to_numpy())
+    assert (um.member_ids[m] == rows["member_id"].to_numpy()).all()
+    assert (um.post_ids[p] == rows["post_id"].to_numpy()).all()
+    hours = (rows["timestamp"].to_numpy() - np.datetime64(WORLD_START)) / np.timedelta64(1, "h")
+    author = (um.member_latent[m] * um.author_latent[um.post_author[p]]).sum(axis=1)
+    fresh = 0.5 ** (np.maximum(hours - um.post_created[p], 0) / c.freshness_halflife_hours)
+    logit = (c.base_logit + c.topic_weight * um.interests[m, um.post_topic[p]]
+             + c.author_weight * author / np.sqrt(c.latent_dim) + c.freshness_weight * fresh
+             + um.post_quality[p])
+    click = rows["position"].to_numpy() ** -c.position_decay / (1 + np.exp(-logit))
+    return float((rows["prob"].to_numpy() * click).sum() / requests.height)
+
+
+def test_true_lift_of_the_debug_run_from_the_click_probabilities(debug_run):
+    """The report's truth against the policies' slates put through the user model by hand."""
+    report, _, _, captured = debug_run
+    requests = pl.read_parquet(captured / "requests.parquet")
+    user_model = pickle.loads((captured / "user_model.pkl").read_bytes())
+    slates = {role: pl.read_parquet(captured / f"{role}_slates.parquet")
+              for role in ("control", "treatment")}
+    assert requests.height == report["sim"]["n_requests"]
+    slate = {role: _expected_clicks(user_model, s, requests) for role, s in slates.items()}
+    top = {role: _expected_clicks(user_model, s.filter(pl.col("position") == 1), requests)
+           for role, s in slates.items()}
+    truth = report["truth"]
+    assert (truth["control"], truth["treatment"]) == pytest.approx(
+        (slate["control"], slate["treatment"]), rel=1e-9)
+    true_lift = {"slate": slate["treatment"] / slate["control"] - 1,
+                 "top slot": top["treatment"] / top["control"] - 1}
+    assert truth["lift"] == pytest.approx(true_lift["slate"], rel=1e-9)
+    assert truth["top_slot"]["lift"] == pytest.approx(true_lift["top slot"], rel=1e-9)
+    assert true_lift["slate"] != pytest.approx(true_lift["top slot"], rel=1e-3)  # two answers
+    for lift in report["lifts"]:  # each estimator is judged against the truth of its scope
+        assert lift["true_lift"] == pytest.approx(true_lift[lift["scope"]], rel=1e-9)
 
 
 def test_a_retrieval_policy_is_served_from_faiss_and_its_offline_estimates_say_biased(tmp_path):

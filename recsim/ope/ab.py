@@ -18,13 +18,16 @@ from statistics import NormalDist
 import numpy as np
 import polars as pl
 
-from recsim.world import rewards
+from recsim.ope.bootstrap import count_nonfinite
 from recsim.ope.estimators import Bootstrap, Estimate, evaluate, percentile_interval
+from recsim.world import rewards
 from recsim.world.user_model import UserModel
 
 
 @dataclass(frozen=True)
 class Lift:
+    """A paired relative lift with its bootstrap summary (lift_from_replicates)."""
+
     estimator: str
     control: Estimate
     treatment: Estimate
@@ -34,6 +37,7 @@ class Lift:
     p_value: float  # two-sided, from the bootstrap distribution of the lift
     std_error: float = float("nan")  # bootstrap standard deviation of the lift
     mde: float = float("nan")  # minimum detectable relative lift (alpha, 80% power)
+    n_nonfinite: int = 0  # lift replicates that were NaN / inf (then no interval, p, SE, MDE)
 
 
 def _check_same_requests(control: pl.DataFrame, treatment: pl.DataFrame) -> None:
@@ -54,23 +58,32 @@ def lift_from_replicates(name: str, c: Estimate, t: Estimate, c_reps: np.ndarray
                          interval: tuple[float, float] | None = None) -> Lift:
     """Paired relative lift from the two policies' replicate values (same bootstrap counts).
 
+    The replicate lifts are L_b = t_b / c_b - 1 [B]. From them:
+        interval     the percentile interval at level alpha (bootstrap.percentile_interval)
+        p_value      two-sided, 2 * min(share of L_b <= 0, share of L_b >= 0), capped at 1: the
+                     smallest alpha whose percentile interval excludes 0
+        std_error    the standard deviation of L_b (ddof 1), already relative to control
+        mde          (z_{1 - alpha/2} + z_{power}) * std_error: the smallest relative lift a
+                     two-sided level-alpha test detects with probability `power`
+    A non-finite L_b (a replicate with c_b = 0) makes all four NaN, logged with the count
+    (Lift.n_nonfinite): the lift's resampling distribution does not exist there.
     `interval`: (low, high) of the lift from another method (recsim/ope/intervals.py:
     studentized, BCa, empirical likelihood) replaces the percentile interval; the p-value,
     standard error and MDE stay those of the replicate distribution.
     """
     with np.errstate(divide="ignore", invalid="ignore"):  # a replicate may have control 0
-        reps = t_reps / c_reps - 1
-    lo, hi = percentile_interval(reps, alpha) if interval is None else interval
-    finite = reps[np.isfinite(reps)]
-    if finite.size == 0:
+        reps = np.asarray(t_reps, dtype=np.float64) / c_reps - 1
+    lo, hi = percentile_interval(reps, alpha, f"{name} lift") if interval is None else interval
+    bad = count_nonfinite(reps)
+    if bad or reps.size == 0:
         p, se = float("nan"), float("nan")
     else:
-        p = min(1.0, 2 * min(float((finite <= 0).mean()), float((finite >= 0).mean())))
-        se = float(finite.std(ddof=1)) if finite.size > 1 else float("nan")
+        p = min(1.0, 2 * min(float((reps <= 0).mean()), float((reps >= 0).mean())))
+        se = float(reps.std(ddof=1)) if reps.size > 1 else float("nan")
     z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
     with np.errstate(divide="ignore", invalid="ignore"):
         value = float(np.float64(t.value) / c.value - 1)
-    return Lift(name, c, t, value, lo, hi, p, se, z * se)
+    return Lift(name, c, t, value, lo, hi, p, se, z * se, bad)
 
 
 def offline_lifts(names: list[str], control: pl.DataFrame, treatment: pl.DataFrame,

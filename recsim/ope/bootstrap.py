@@ -12,7 +12,8 @@ module does the rest, the same way for all of them:
        member gets the same counts whichever shard or process holds it, so a sharded run gives
        the very numbers of a single-process run. Replicate totals are counts.T @ sums, [B, T],
        computed in member chunks (memory stays O(chunk x B)).
-    3. `finish`: the point value, a percentile interval from the replicates, and diagnostics.
+    3. `finish`: the point value, a percentile interval from the replicates (none, and a
+       warning, when a replicate is NaN / inf: `percentile_interval`), and diagnostics.
 
 Why Poisson and not multinomial: the replicate of a member does not depend on how many other
 members there are, so it is vectorised, streamable and shardable (Chamandy et al. 2012).
@@ -20,6 +21,7 @@ members there are, so it is vectorised, streamable and shardable (Chamandy et al
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -33,6 +35,8 @@ _POISSON1_TABLE = np.searchsorted(_POISSON1_CDF, (np.arange(1 << 16) + 0.5) / (1
                                   side="right").astype(np.uint8)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _CHUNK = 1 << 15  # members per chunk when drawing counts
+
+log = logging.getLogger(__name__)
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
@@ -127,11 +131,29 @@ def ratio(t: dict[str, np.ndarray]) -> np.ndarray:
     return t["num"] / t["den"]
 
 
-def percentile_interval(replicates: np.ndarray, alpha: float) -> tuple[float, float]:
-    finite = replicates[np.isfinite(replicates)]
-    if finite.size == 0:
+def count_nonfinite(replicates: np.ndarray) -> int:
+    """How many replicate values are NaN or +-inf."""
+    return int(np.count_nonzero(~np.isfinite(np.asarray(replicates, dtype=np.float64))))
+
+
+def percentile_interval(replicates: np.ndarray, alpha: float,
+                        name: str = "replicates") -> tuple[float, float]:
+    """The (alpha / 2, 1 - alpha / 2) quantiles of the [B] replicate values.
+
+    Any non-finite replicate (a resample whose statistic does not exist, e.g. a ratio whose
+    denominator resampled to 0) makes the interval (nan, nan), with a warning naming `name`
+    and the count: dropping those resamples would quietly condition the interval on the ones
+    that happened to work, and narrow it. Callers record the count (Estimate.n_nonfinite,
+    ab.Lift.n_nonfinite).
+    """
+    replicates = np.asarray(replicates, dtype=np.float64)
+    bad = count_nonfinite(replicates)
+    if bad:
+        log.warning("%s: %d of %d bootstrap replicates are not finite (NaN or inf); "
+                    "its interval is (nan, nan)", name, bad, replicates.size)
+    if bad or replicates.size == 0:
         return float("nan"), float("nan")
-    lo, hi = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
+    lo, hi = np.quantile(replicates, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
 
 
@@ -143,6 +165,7 @@ class Estimate:
     ci_high: float
     n: int
     diagnostics: dict = field(default_factory=dict)
+    n_nonfinite: int = 0  # bootstrap replicates that were NaN / inf (interval then (nan, nan))
 
 
 def weight_diagnostics(totals: dict[str, float], n_rows: int, max_weight: float) -> dict:
@@ -175,8 +198,9 @@ def finish(name: str, cs: ClusterSums, combine: Combine, n_boot: int, seed: int,
     with np.errstate(invalid="ignore", divide="ignore"):
         value = float(combine(dict(zip(cs.terms, point))))
         values = combine({t: reps[:, i] for i, t in enumerate(cs.terms)})
-    lo, hi = percentile_interval(values, alpha)
-    if interval != "percentile":  # hook: second-order intervals live in recsim/ope/intervals.py
+    if interval == "percentile":
+        lo, hi = percentile_interval(values, alpha, name)
+    else:  # hook: second-order intervals live in recsim/ope/intervals.py
         from recsim.ope.intervals import bootstrap_interval
 
         other = bootstrap_interval(interval, cs, combine, n_boot, seed, alpha)
@@ -187,4 +211,5 @@ def finish(name: str, cs: ClusterSums, combine: Combine, n_boot: int, seed: int,
     diag["n_members"] = int(len(cs.ids))
     if interval != "percentile":
         diag["interval"] = interval
-    return Estimate(name, value, lo, hi, decisions if n is None else n, diag), values
+    return (Estimate(name, value, lo, hi, decisions if n is None else n, diag,
+                     count_nonfinite(values)), values)

@@ -103,6 +103,18 @@ ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (
 SLATE_ESTIMATORS = ("iips", "rips")
 
 
+def _check_finite(frame: pl.DataFrame, source: str, needs: tuple[str, ...]) -> None:
+    """ValueError naming the column and its first rows for NaN / inf in a float column the
+    estimators read (reward, propensity, target_prob, reward_hat, ...): a NaN there would make
+    the estimate NaN without a word."""
+    for col in (c for c in needs if frame.schema[c].is_float()):
+        bad = frame.select(pl.int_range(pl.len()).alias("_row"), col).filter(~pl.col(col).is_finite())
+        if bad.height:
+            raise ValueError(f"{source}: column '{col}': {bad.height} non-finite value(s) (NaN or "
+                             f"inf) at row(s) {bad['_row'].head(3).to_list()} (first: "
+                             f"{bad[col].head(3).to_list()}); {col} must be finite")
+
+
 def check_decisions(frame: pl.DataFrame, source: str = "decisions",
                     needs: tuple[str, ...] = BASE) -> pl.DataFrame:
     """Clear errors for what would silently give a wrong number."""
@@ -114,6 +126,7 @@ def check_decisions(frame: pl.DataFrame, source: str = "decisions",
     nulls = [c for c in needs if frame[c].null_count()]
     if nulls:
         raise ValueError(f"{source}: null values in column(s) {nulls}")
+    _check_finite(frame, source, needs)
     for col in ("propensity", "logging_marginal"):
         if col in needs:
             bad = frame.filter((pl.col(col) <= 0) | (pl.col(col) > 1) | pl.col(col).is_nan())
