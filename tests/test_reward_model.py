@@ -183,3 +183,11 @@ def test_the_label_is_the_metrics_engagement_event(small_world, split):
                              cfg=cfg).predict(split.test)
         assert q.mean() == pytest.approx(split.test[event].mean(), rel=0.15)
     assert split.test["like"].mean() < 0.7 * split.test["click"].mean()  # the two differ
+
+
+def test_a_refit_sees_each_row_as_often_as_its_members_poisson_count():
+    from recsim.ope.reward_model import _resampled
+
+    x = np.arange(8.0).reshape(4, 2)
+    xr, yr = _resampled(x, np.array([0, 1, 0, 1]), np.array([0, 2, 1, 0]))
+    assert xr.tolist() == [[2.0, 3.0], [2.0, 3.0], [4.0, 5.0]] and yr.tolist() == [1, 1, 0]

@@ -14,7 +14,7 @@ and DM's interval holds that model fixed. This module gives them a model of neit
                          score: nothing a compared ranker learns or ranks by.
     2. fit_reward_model  HistGradientBoostingClassifier on every slot of the training log,
                          label = the metric's engagement event; and `n_refits` refits with
-                         Poisson(1) member-bootstrap weights (the model's sampling error).
+                         Poisson(1) member-bootstrap resamples (the model's sampling error).
     3. cross_fit         K member folds: each row predicted by a model that never saw its
                          member. Not needed when the model trains on the training period and
                          predicts the evaluation period (the run); needed when a team has ONE
@@ -172,8 +172,7 @@ class RewardModel:
         return Scores(score=np.log(np.clip(q, 1e-12, None)), click_prob=q)
 
 
-def _fit(x: np.ndarray, y: np.ndarray, weight: np.ndarray | None, seed: int,
-         cfg: RewardModelConfig):
+def _fit(x: np.ndarray, y: np.ndarray, seed: int, cfg: RewardModelConfig):
     from sklearn.ensemble import HistGradientBoostingClassifier
     from threadpoolctl import threadpool_limits
 
@@ -182,7 +181,7 @@ def _fit(x: np.ndarray, y: np.ndarray, weight: np.ndarray | None, seed: int,
         min_samples_leaf=cfg.min_samples_leaf, l2_regularization=cfg.l2_regularization,
         categorical_features=[TOPIC], early_stopping=False, random_state=seed)
     with threadpool_limits(cfg.n_threads):
-        return model.fit(x, y, sample_weight=weight)
+        return model.fit(x, y)
 
 
 def _training_set(impressions: pl.DataFrame, posts: pl.DataFrame, members: pl.DataFrame,
@@ -196,6 +195,14 @@ def _training_set(impressions: pl.DataFrame, posts: pl.DataFrame, members: pl.Da
     return features, features.matrix(impressions), y, impressions["member_id"].to_numpy()
 
 
+def _resampled(x: np.ndarray, y: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row repeated by its member's Poisson count: the bootstrap as rows, not as sample
+    weights. The same gradient sums; but sklearn bins weighted data with a weighted percentile
+    per feature (3 of 4 of the refits' time on the validity world), unweighted data fast."""
+    idx = np.repeat(np.arange(len(y)), counts)
+    return x[idx], y[idx]
+
+
 def fit_reward_model(train_impressions: pl.DataFrame, posts: pl.DataFrame,
                      members: pl.DataFrame, metric: str = "click", seed: int = 0,
                      cfg: RewardModelConfig | None = None) -> RewardModel:
@@ -203,9 +210,9 @@ def fit_reward_model(train_impressions: pl.DataFrame, posts: pl.DataFrame,
 
     Why boosted trees, not a logistic regression: a click is examination(position) x
     sigmoid(relevance), a product a linear logit cannot express, and relevance is non-linear
-    in the rates; the trees take the topic as a category and the refits' sample weights, and
+    in the rates; the trees take the topic as a category and the refits' repeated rows, and
     fit 10^5 rows in seconds. Seeded (random_state); without early stopping or subsampling
-    the fit is deterministic anyway. Refit r weights each member's rows by the member's
+    the fit is deterministic anyway. Refit r repeats each member's rows by the member's
     Poisson(1) count r (bootstrap.poisson_counts, seed + REFIT_SEED); the features stay the
     whole log's (the refits carry the model's fitting error, not the rates' noise).
     """
@@ -213,10 +220,10 @@ def fit_reward_model(train_impressions: pl.DataFrame, posts: pl.DataFrame,
     start = time.perf_counter()
     features, x, y, member = _training_set(train_impressions, posts, members, metric, cfg)
     uniq, inverse = np.unique(member, return_inverse=True)
-    base = RewardModel(features, _fit(x, y, None, seed, cfg), metric, cfg.n_threads, uniq)
+    base = RewardModel(features, _fit(x, y, seed, cfg), metric, cfg.n_threads, uniq)
     counts = poisson_counts(uniq, cfg.n_refits, seed + REFIT_SEED) if cfg.n_refits else None
     base.refits = tuple(
-        RewardModel(features, _fit(x, y, counts[inverse, r].astype(np.float64), seed + 1 + r, cfg),
+        RewardModel(features, _fit(*_resampled(x, y, counts[inverse, r]), seed + 1 + r, cfg),
                     metric, cfg.n_threads, uniq[counts[:, r] > 0], name=f"fitted refit {r}")
         for r in range(cfg.n_refits))
     log.info("reward model: %d rows, %d members, %d refits in %.1f s", len(y), len(uniq),
@@ -268,7 +275,7 @@ def cross_fit(impressions: pl.DataFrame, posts: pl.DataFrame, members: pl.DataFr
         raise ValueError(f"cross_fit: n_folds must be >= 2, got {cfg.n_folds}")
     features, x, y, member = _training_set(impressions, posts, members, metric, cfg)
     fold = member_folds(member, cfg.n_folds, seed)
-    models = tuple(RewardModel(features, _fit(x[fold != k], y[fold != k], None, seed + k, cfg),
+    models = tuple(RewardModel(features, _fit(x[fold != k], y[fold != k], seed + k, cfg),
                                metric, cfg.n_threads, np.unique(member[fold != k]),
                                name=f"fold {k}")
                    for k in range(cfg.n_folds))

@@ -131,7 +131,8 @@ def logging_marginals(policy: SlatePolicy, scores: np.ndarray, shown: np.ndarray
         marg, k = _enumerated_marginals(policy, sc, n_slots, budget)
         part = np.take_along_axis(marg, sh[:, :, None], axis=2)[:, :, 0]
         if k < n_slots:
-            part[:, k:] = slates.logged_marginals(policy, sc, sh, n_samples, rng)[:, k:]
+            part[:, k:] = slates.logged_marginals(policy, sc, sh, n_samples, rng,
+                                                  from_slot=k)[:, k:]
         out[start:start + chunk], n_exact = part, min(n_exact, k)
     _log_exactness("logging marginals", n_exact, n_slots, n_samples)
     return out

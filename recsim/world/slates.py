@@ -150,35 +150,39 @@ def slot_marginals(policy: SlatePolicy, scores: np.ndarray, n_slots: int, n_samp
 
 
 def logged_marginals(policy: SlatePolicy, scores: np.ndarray, shown: np.ndarray, n_samples: int,
-                     rng: np.random.Generator, chunk: int = 1024) -> np.ndarray:
+                     rng: np.random.Generator, chunk: int = 1024, from_slot: int = 0) -> np.ndarray:
     """[R, S] probability that the policy puts the shown post of slot k at slot k (any prefix).
 
     Importance sampling that is unbiased and never 0 where the policy can reach the post: for
     the post a of slot k, prefixes are sampled from the policy with a removed, and each counts
     prod_{j<k} (1 - p_j(a | prefix)) * p_k(a | prefix). (Plain Monte Carlo can miss a post that
-    the policy nearly always places higher, and 1 / 0 weights would follow.) Requests are
-    processed `chunk` at a time; rows inside a chunk are (request, k, sample).
+    the policy nearly always places higher, and 1 / 0 weights would follow.) Slot k needs k + 1
+    steps, so each slot is simulated on its own (sum_k (k + 1) steps, not S * S); slots before
+    `from_slot` (known exactly by the caller) are not simulated and are NaN. Requests are
+    processed `chunk` at a time; rows inside a slot are (request, sample).
     """
     n_req, n_slots = shown.shape
-    out = np.empty((n_req, n_slots))
+    out = np.full((n_req, n_slots), np.nan)
     for start in range(0, n_req, chunk):
-        sh = shown[start:start + chunk]
-        r = len(sh)
-        slot_probs = policy(np.repeat(scores[start:start + chunk], n_slots * n_samples, axis=0))
-        post = np.repeat(sh.reshape(-1), n_samples)
-        slot_of_row = np.tile(np.repeat(np.arange(n_slots), n_samples), r)
-        rows = np.arange(len(post))
-        available = np.ones((len(post), scores.shape[1]), dtype=bool)
-        weight, result = np.ones(len(post)), np.zeros(len(post))
-        for slot in range(n_slots):
-            probs = slot_probs(available)
-            p_post = probs[rows, post]
-            here = slot_of_row == slot
-            result[here] = weight[here] * p_post[here]
-            if slot == n_slots - 1:
-                break
-            weight *= 1.0 - p_post
-            probs[rows, post] = 0.0  # the next prefix slot: the policy without `post`
-            available[rows, sample_slot(probs, available & (probs > 0), rng)] = False
-        out[start:start + r] = result.reshape(r, n_slots, n_samples).mean(axis=2)
+        sc, sh = scores[start:start + chunk], shown[start:start + chunk]
+        for k in range(from_slot, n_slots):
+            out[start:start + len(sh), k] = _logged_marginal_at(policy, sc, sh[:, k], k, n_samples, rng)
     return out
+
+
+def _logged_marginal_at(policy: SlatePolicy, scores: np.ndarray, post_of_req: np.ndarray, k: int,
+                        n_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """[R] logged_marginals at slot k (0-based): n_samples prefixes per request."""
+    slot_probs = policy(np.repeat(scores, n_samples, axis=0))  # rows: (request, sample)
+    post = np.repeat(post_of_req, n_samples)
+    rows = np.arange(len(post))
+    available = np.ones((len(post), scores.shape[1]), dtype=bool)
+    weight = np.ones(len(post))
+    for _ in range(k):
+        probs = slot_probs(available)
+        p_post = probs[rows, post]
+        weight *= 1.0 - p_post
+        probs[rows, post] = 0.0  # the next prefix slot: the policy without `post`
+        available[rows, sample_slot(probs, available & (probs > 0), rng)] = False
+    result = weight * slot_probs(available)[rows, post]
+    return result.reshape(len(post_of_req), n_samples).mean(axis=1)
