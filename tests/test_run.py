@@ -30,7 +30,7 @@ def test_debug_run_end_to_end_writes_a_complete_report(tmp_path):
     markdown = (tmp_path / "report.md").read_text()
 
     names = {lift["estimator"] for lift in report["lifts"]}
-    assert names == {"replay", "ips", "clipped_ips", "snips", "dm", "dr", "sndr", "iips"}
+    assert names == {"replay", "ips", "clipped_ips", "snips", "dm", "dr", "sndr", "iips", "pbm"}
     html = (tmp_path / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "simulated online A/B" in html
     assert "<script" not in html and "<link" not in html and 'src="http' not in html

@@ -17,7 +17,7 @@ def seed_record(small_corpus):
 
 def test_one_seed_reports_every_estimator_beside_the_truth(seed_record):
     names = {r["estimator"] for r in seed_record["estimates"]}
-    assert names == set(validate.TOP_SLOT_ESTIMATORS) | {"iips", "rips"}
+    assert names == set(validate.TOP_SLOT_ESTIMATORS) | {"iips", "rips", "pbm"}
     for r in seed_record["estimates"]:
         assert r["true_lift"] == pytest.approx(r["true_treatment"] / r["true_control"] - 1)
         assert r["ci_low"] <= r["ci_high"]

@@ -9,6 +9,7 @@ examination-weighted exposures) read the log and a target's scores through these
                                    and position, after checking slots 1..S and their candidates
     pad                            per request the union of its logged candidates and the
                                    policy's, in post_id order, as [R, C] matrices
+    padded_log                     the same for the log alone (the logging policy's marginals)
 
 Shape legend: R requests, C candidates per request (the padded union), S slots.
 """
@@ -146,3 +147,16 @@ def pad(policy_scores: pl.DataFrame, candidates: pl.DataFrame | None = None,
     request_id = union.select(pl.col("request_id").unique(maintain_order=True)).to_series()
     return Padded(request_id.to_numpy(), matrix("post_id", -1), matrix("logging_score", -np.inf),
                   matrix("score", -np.inf), shown)
+
+
+def padded_log(impressions: pl.DataFrame, candidates: pl.DataFrame, requests: pl.DataFrame,
+               slate_size: int) -> Padded:
+    """The log alone, padded: the logged candidates of `requests` (request_id; sorted by id)
+    with the logging scores and the logged slates. Everything the logging policy's own
+    marginals need, whatever target is evaluated later."""
+    impressions, candidates = int_keys(impressions), int_keys(candidates)
+    requests = requests.select(pl.col("request_id").cast(pl.Int64)).unique()
+    rows = logged_rows(impressions, candidates, requests, slate_size)
+    own = candidates.join(requests, on="request_id", how="semi").select(
+        *KEY, score=pl.col("logging_score"))
+    return pad(own, candidates, rows)

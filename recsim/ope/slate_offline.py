@@ -57,7 +57,7 @@ import polars as pl
 # The frames' checks and padding live in slate_frames; KEY, check_columns, pad and Padded are
 # also imported from here (support.py, funnel.py).
 from recsim.ope.slate_frames import (KEY, Padded, check_columns, check_policy,  # noqa: F401
-                                     int_keys, logged_rows, pad)
+                                     int_keys, logged_rows, pad, padded_log)
 from recsim.world import slates
 from recsim.world.slates import SlatePolicy
 
@@ -168,6 +168,14 @@ def target_conditionals(policy: SlatePolicy, scores: np.ndarray, shown: np.ndarr
     return np.where(np.cumprod(cond > 0, axis=1, dtype=bool), cond, 0.0)
 
 
+def at_logged(marginals: np.ndarray, shown: np.ndarray) -> np.ndarray:
+    """[R, S, S] the marginal of the logged post of slot k (axis 1) at every slot j (axis 2),
+    from a policy's marginals [R, S, C] and the logged slates shown [R, S]. Its diagonal is
+    the post at its own slot (what iips weighs); pbm sums every slot (recsim/ope/slate_pbm.py)."""
+    idx = np.broadcast_to(shown[:, None, :], marginals.shape[:2] + shown.shape[1:])
+    return np.take_along_axis(marginals, idx, axis=2).transpose(0, 2, 1)
+
+
 @dataclass
 class TargetSlate:
     """The target policy on the logged slates. R requests, S slots, C candidates."""
@@ -184,7 +192,7 @@ def target_slate(policy: SlatePolicy, scores: np.ndarray, shown: np.ndarray, n_s
     [R, S]: its marginals, those of the logged posts, and its conditionals."""
     marg, n_exact = policy_marginals(policy, scores, shown.shape[1], n_samples, rng, exact_rows)
     _log_exactness("target marginals", n_exact, shown.shape[1], n_samples)
-    picked = np.take_along_axis(marg, shown[:, :, None], axis=2)[:, :, 0]
+    picked = np.diagonal(at_logged(marg, shown), axis1=1, axis2=2).copy()
     return TargetSlate(marg, picked, target_conditionals(policy, scores, shown), n_exact)
 
 
@@ -225,7 +233,9 @@ def slate_decisions(impressions: pl.DataFrame, candidates: pl.DataFrame,
         request_id, member_id, post_id, position, propensity, reward, logging_marginal,
         target_marginal, target_prob, unsupported_slot_mass (the target's mass at this slot on
         posts outside the request's logged candidates), unsupported_mass (its mean over the
-        request's slots: the decision is the slate), sorted by request and position.
+        request's slots: the decision is the slate), target_marginal_by_slot (Array[S]: the
+        target's marginal of the row's post at each slot 1..S, for pbm), sorted by request
+        and position.
     """
     check_policy(policy_scores, temperature, slate_size, epsilon)
     requests = policy_scores.select(pl.col("request_id").cast(pl.Int64)).unique()
@@ -255,6 +265,8 @@ def slate_decisions(impressions: pl.DataFrame, candidates: pl.DataFrame,
         target_prob=pl.Series(target.target_prob.ravel()),
         unsupported_slot_mass=pl.Series(unsupported.ravel()),
         unsupported_mass=pl.Series(np.repeat(unsupported.mean(axis=1), slate_size)),
+        target_marginal_by_slot=pl.Series(
+            at_logged(target.marginals, padded.shown).reshape(-1, slate_size)),
     )
 
 
@@ -264,12 +276,7 @@ def logged_slot_marginals(impressions: pl.DataFrame, candidates: pl.DataFrame,
                           ) -> np.ndarray:
     """[R, S] the logging policy's marginal of each logged post at its slot, for `requests`
     (request_id) sorted by id: the same draws `slate_decisions` would make with this seed."""
-    impressions, candidates = int_keys(impressions), int_keys(candidates)
-    requests = requests.select(pl.col("request_id").cast(pl.Int64)).unique()
-    rows = logged_rows(impressions, candidates, requests, slate_size)
-    own = candidates.join(requests, on="request_id", how="semi").select(
-        *KEY, score=pl.col("logging_score"))
-    padded = pad(own, candidates, rows)
+    padded = padded_log(impressions, candidates, requests, slate_size)
     logging_rng, _ = np.random.default_rng(seed).spawn(2)
     return logging_marginals(logging_policy, padded.logging_score, padded.shown, n_samples,
                              logging_rng, exact_rows)
