@@ -1,6 +1,6 @@
-"""Whole-slate offline estimates from the log: the input of the slate estimators (iips, rips in
-recsim/ope/estimators.py) for any target policy given as scores, and how much of that policy
-the log supports.
+"""Whole-slate offline estimates from the log: the input of the slate estimators (iips, rips, pbm
+in recsim/ope/estimators.py; pbm's exposures: recsim/ope/slate_pbm.py) for any target policy
+given as scores, and how much of that policy the log supports.
 
 A target policy is `policy_scores` (request_id, post_id, score: every candidate it considered
 for the request, logged or not, e.g. retrieved by FAISS), a `temperature` and a slate size S:
