@@ -232,4 +232,4 @@ def test_dm_inherits_its_models_bias_and_dr_removes_it():
 
 def test_every_estimator_is_registered_with_its_columns():
     assert set(ESTIMATORS) == {"replay", "ips", "clipped_ips", "snips", "dm", "dr", "sndr",
-                               "iips", "rips"}
+                               "iips", "rips", "pbm"}

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 from hydra import compose, initialize_config_dir
 
+from recsim.report.contract import load_report
 from recsim.world.timeline import WORLD_START
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -62,7 +63,7 @@ def debug_run(tmp_path_factory):
     """The debug experiment, run once: (report.json, report.md, run dir, step 7's inputs dir)."""
     run_dir, captured = tmp_path_factory.mktemp("debug_run"), tmp_path_factory.mktemp("step7")
     _run(run_dir, "experiment=debug", capture=captured)
-    report = json.loads((run_dir / "report.json").read_text())
+    report = load_report(run_dir / "report.json")  # NaN where the file has null with a reason
     return report, (run_dir / "report.md").read_text(), run_dir, captured
 
 
@@ -77,7 +78,7 @@ def _interval_or_void(row: dict) -> None:
 def test_debug_run_end_to_end_writes_a_complete_report(debug_run):
     report, markdown, run_dir, _ = debug_run
     names = {lift["estimator"] for lift in report["lifts"]}
-    assert names == {"replay", "ips", "clipped_ips", "snips", "dm", "dr", "sndr", "iips"}
+    assert names == {"replay", "ips", "clipped_ips", "snips", "dm", "dr", "sndr", "iips", "pbm"}
     html = (run_dir / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "simulated online A/B" in html
     assert "<script" not in html and "<link" not in html and 'src="http' not in html
@@ -171,7 +172,7 @@ def test_true_lift_of_the_debug_run_from_the_click_probabilities(debug_run):
 def test_a_retrieval_policy_is_served_from_faiss_and_its_offline_estimates_say_biased(tmp_path):
     _run(tmp_path, "experiment=debug", "sim.treatment.source=retrieval", "sim.treatment.top_k=60",
          "sim.treatment.exclude_seen=true", "sim.n_bootstrap=50")
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = load_report(tmp_path / "report.json")
     treatment = report["sim"]["treatment"]
     funnel = report["funnel"][treatment]
     assert funnel["source"] == "retrieval" and funnel["candidates_per_request"] == 60
@@ -210,7 +211,7 @@ def test_policies_with_their_own_encoders(tmp_path):
     AutoModel.from_pretrained(default_model_dir(), num_hidden_layers=1).save_pretrained(model_dir)
     AutoTokenizer.from_pretrained(default_model_dir()).save_pretrained(model_dir)
     _run(tmp_path / "run", "experiment=debug", f"sim.treatment.encoder_dir={model_dir}")
-    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    report = load_report(tmp_path / "run" / "report.json")
     by_policy = report["retrieval"]["recall_by_policy"]
     assert set(by_policy) == {"ranker_without_embeddings", "ranker_with_embeddings"}
     encoders = {m["encoder"] for m in report["ranker"].values()}

@@ -20,7 +20,7 @@ def seed_records(small_corpus):
 def test_one_seed_reports_every_estimator_beside_the_truth(seed_records):
     seed_record = seed_records[0]
     names = {r["estimator"] for r in seed_record["estimates"]}
-    assert names == set(validate.TOP_SLOT_ESTIMATORS) | {"iips", "rips"}
+    assert names == set(validate.TOP_SLOT_ESTIMATORS) | {"iips", "rips", "pbm"}
     for r in seed_record["estimates"]:
         assert r["true_lift"] == pytest.approx(r["true_treatment"] / r["true_control"] - 1)
         assert r["ci_low"] <= r["ci_high"]

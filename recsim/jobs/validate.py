@@ -20,7 +20,8 @@ Per seed, step by step:
        by Rao-Blackwellised Monte Carlo), and of each logged post given the logged slots above;
     3. the reward model for DM / DR / SNDR: a logistic (or linear) regression of the reward on
        the logging score and the position, fitted on the first half;
-    4. offline lifts: top-slot estimators on slot 1, slate estimators (iips, rips) on all slots;
+    4. offline lifts: top-slot estimators on slot 1, slate estimators (iips, rips, pbm) on all
+       slots;
     5. the true lift: each policy's marginals times the user model's expected reward.
 """
 
@@ -36,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsim.ope import ab, slate_offline
+from recsim.ope import ab, slate_offline, slate_pbm
 from recsim.world import rewards, slates
 from recsim.ope.estimators import Bootstrap, SLATE_ESTIMATORS
 from recsim.world.timeline import hours_since_start
@@ -159,6 +160,7 @@ def run_seed(seed: int, corpus: pl.DataFrame, metric: str = "click", n_boot: int
     top_logging = behaviour(e.logging_score)(np.ones(e.logging_score.shape, bool))
     frames = {role: _policy_frames(logged, targets[role], e, q_top, top_logging)
               for role in scores}
+    frames = _with_pbm(frames, behaviour, e, n_samples, rng)
     lifts = _offline_lifts(frames, Bootstrap(n_boot, seed))
 
     # 5. Truth: marginals times the user model's expected reward (top slot, and the whole slate).
@@ -209,12 +211,26 @@ def _policy_frames(logged: pl.DataFrame, target, e: SeedArrays, q_top: np.ndarra
     (`target`: slate_offline.TargetSlate); the top-slot frame also carries the reward model's
     predictions and the unsupported mass."""
     slate = logged.with_columns(target_prob=target.target_prob.ravel(),
-                                target_marginal=target.target_marginal.ravel())
+                                target_marginal=target.target_marginal.ravel(),
+                                target_marginal_by_slot=slate_offline.at_logged(
+                                    target.marginals, e.shown).reshape(len(logged), -1))
     top1 = target.marginals[:, 0]  # [R_ev, C] exact
     return slate, slate.filter(pl.col("position") == 1).with_columns(
         reward_hat=np.take_along_axis(q_top, e.shown[:, :1], axis=1)[:, 0],
         target_reward_hat=(top1 * q_top).sum(axis=1),
         unsupported_mass=(top1 * (top_logging == 0)).sum(axis=1))
+
+
+def _with_pbm(frames: dict, behaviour: slates.SlatePolicy, e: SeedArrays, n_samples: int,
+              rng: np.random.Generator) -> dict:
+    """The slate frames with pbm's exposures (recsim/ope/slate_pbm.py): the examination weights
+    from the log, the logging policy's marginal of each logged post at every slot."""
+    by_slot, _ = slate_offline.policy_marginals(behaviour, e.logging_score, e.shown.shape[1],
+                                                n_samples // 4, rng)
+    logging_by_slot = slate_offline.at_logged(by_slot, e.shown)
+    beta = slate_pbm.examination_weights(frames["control"][0]).beta
+    return {role: (slate_pbm.with_exposures(slate, logging_by_slot, beta), top)
+            for role, (slate, top) in frames.items()}
 
 
 def _offline_lifts(frames: dict[str, tuple[pl.DataFrame, pl.DataFrame]], boot: Bootstrap) -> dict:

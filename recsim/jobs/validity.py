@@ -14,6 +14,8 @@ whole slate, or the top slot). Per regime, estimator and interval method:
     wrong sign    seeds whose interval excludes 0 on the side opposite to the true lift;
                   wrong_sign_ok: those among rows shown without a warning (status ok)
     status ok     seeds where the row's validity status was ok (recsim/ope/verdict.py)
+    ess           mean effective sample size (the smaller of control's and treatment's): how
+                  much of the log the estimator's weights keep
 
 Writes validity.md, validity.json, validity.csv and validity.png; per-run reports go under
 runs/<regime>/seed<k>/.
@@ -54,8 +56,16 @@ def run_rows(report: dict, regime: str, seed: int) -> list[dict]:
             rows.append({"regime": regime, "seed": seed, "estimator": lift["estimator"],
                          "scope": lift["scope"], "interval": method, "lift": lift["lift"],
                          "ci_low": lo, "ci_high": hi, "true_lift": lift["true_lift"],
-                         "status_ok": lift["status"] == "ok"})
+                         "status_ok": lift["status"] == "ok", "ess": _ess(lift)})
     return rows
+
+
+def _ess(lift: dict) -> float | None:
+    """The smaller effective sample size of a lift row's two estimates (None: not weighted)."""
+    found = [lift[role]["diagnostics"].get("effective_sample_size")
+             for role in ("control", "treatment") if role in lift]
+    found = [e for e in found if e is not None]
+    return min(found) if found else None
 
 
 def summarize(rows: pl.DataFrame) -> pl.DataFrame:
@@ -73,7 +83,8 @@ def summarize(rows: pl.DataFrame) -> pl.DataFrame:
                  significant=significant.sum(), wrong_sign=wrong.sum(),
                  wrong_sign_ok=(wrong & pl.col("status_ok")).sum(),
                  status_ok=pl.col("status_ok").sum(),
-                 true_lift=pl.col("true_lift").mean()))
+                 true_lift=pl.col("true_lift").mean(),
+                 **({"ess": pl.col("ess").mean()} if "ess" in rows.columns else {})))
 
 
 def _run_one(overrides: list[str], out: Path) -> dict:
@@ -124,13 +135,15 @@ def write(table: pl.DataFrame, rows: pl.DataFrame, cfg: DictConfig, out: Path, m
         {"summary": table.to_dicts(), "minutes": minutes, "seeds_done": seeds_done,
          "config": OmegaConf.to_container(cfg, resolve=True)}, indent=2, default=str))
     (out / "validity.png").write_bytes(validity_figure(table))
-    shown = table.with_columns(pl.col("coverage", "bias", "rmse", "width", "true_lift").round(3))
+    shown = table.with_columns(pl.col("coverage", "bias", "rmse", "width", "true_lift").round(3),
+                               *([pl.col("ess").round(0)] if "ess" in table.columns else []))
     (out / "validity.md").write_text(
         f"# Validity of the pipeline's intervals\n\n{seeds_done or cfg.seeds} of {cfg.seeds} "
         "seeds per regime, "
         f"{minutes:.0f} min. Coverage: share of seeds whose interval holds the true lift "
         "(target 0.95); bias / RMSE / width in lift (0.01 = 1 point); wrong sign: seeds whose "
-        "interval excludes 0 on the wrong side (wrong_sign_ok: of rows whose status was ok).\n\n" + frame_table(shown) + "\n")
+        "interval excludes 0 on the wrong side (wrong_sign_ok: of rows whose status was ok); "
+        "ess: mean effective sample size.\n\n" + frame_table(shown) + "\n")
     log.info("validity table in %s", out / "validity.md")
 
 

@@ -17,6 +17,9 @@ diagnostics)` with a Poisson bootstrap over members. Input columns, one row per 
     request_id, position, logging_marginal, target_marginal
                        slate estimators: the request, the slot, and each policy's probability
                        of the logged post at that slot, marginal over the earlier slots
+    logging_exposure, target_exposure
+                       pbm: each policy's sum_j beta_j * marginal of the logged post at slot j,
+                       with examination weights beta from the log (recsim/ope/slate_pbm.py)
     unsupported_mass   optional: the evaluation policy's mass, in this decision, on actions the
                        logging policy never shows (IPS cannot see them; reported, not hidden)
 
@@ -37,6 +40,9 @@ Estimators (value per decision; w = target_prob / propensity):
     rips         slate, per request: sum_k (prod_{j<=k} target_prob_j / propensity_j) r_k;
                  unbiased when a slot's reward depends on the slots above it and not below
                  (cascade-like; McInerney et al. 2020); uses the logged conditional propensities
+    pbm          slate, per request: sum_k (target_exposure_k / logging_exposure_k) r_k: a
+                 logged post counts at whatever slot either policy puts it; unbiased under a
+                 position-based model (Li et al. 2018, their PBM estimator)
 """
 
 from __future__ import annotations
@@ -84,6 +90,7 @@ one = pl.lit(1.0)
 _r, _q, _q_pi = pl.col("reward"), pl.col("reward_hat"), pl.col("target_reward_hat")
 _w_marginal = pl.col("target_marginal") / pl.col("logging_marginal")
 _w_prefix = _w.cum_prod().over("request_id", order_by="position")
+_w_exposure = pl.col("target_exposure") / pl.col("logging_exposure")
 
 ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (
     Estimator("replay", {"num": pl.col("target_prob") * _r, "den": pl.col("target_prob")}, BASE),
@@ -98,9 +105,12 @@ ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (
               weight=_w_marginal, decision=_first_slot),
     Estimator("rips", {"num": _w_prefix * _r, "den": _first_slot}, BASE + SLATE,
               weight=_w_prefix, decision=_first_slot),
+    Estimator("pbm", {"num": _w_exposure * _r, "den": _first_slot},
+              BASE + SLATE + ("logging_exposure", "target_exposure"),
+              weight=_w_exposure, decision=_first_slot),
 )}
 
-SLATE_ESTIMATORS = ("iips", "rips")
+SLATE_ESTIMATORS = ("iips", "rips", "pbm")
 
 
 def _check_finite(frame: pl.DataFrame, source: str, needs: tuple[str, ...]) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from recsim.ope import (ab, estimators, funnel, intervals, online, policies, reward_model,
-                        slate_offline, support, verdict)
+                        slate_offline, slate_pbm, support, verdict)
 from recsim.ope.ab import Lift, SegmentLift
 from recsim.ope.bootstrap import Estimate
 from recsim.ope.config import SimConfig
@@ -142,6 +142,10 @@ def estimate_offline(served: Served, sim: SimConfig, impressions: pl.DataFrame,
         served.outputs[role].candidates.select("request_id", "post_id", "score"),
         served.temperature[role], slate_size, rewards.observed(sim.metric, sim.reward_weights),
         sim.slate_samples, seed, logging_marginal=logged) for role in ROLES}
+    if "pbm" in sim.slate_estimators:  # examination weights from the log; every slot's marginals
+        slate_frames, _ = slate_pbm.add_exposures(slate_frames, impressions, candidates,
+                                                  logging_policy, served.requests, slate_size,
+                                                  sim.slate_samples, seed)
     if sim.slate_estimators:
         lifts += ab.offline_lifts(sim.slate_estimators, slate_frames["control"],
                                   slate_frames["treatment"], boot).values()

@@ -1,6 +1,6 @@
-"""Whole-slate offline estimates from the log: the input of the slate estimators (iips, rips in
-recsim/ope/estimators.py) for any target policy given as scores, and how much of that policy
-the log supports.
+"""Whole-slate offline estimates from the log: the input of the slate estimators (iips, rips, pbm
+in recsim/ope/estimators.py; pbm's exposures: recsim/ope/slate_pbm.py) for any target policy
+given as scores, and how much of that policy the log supports.
 
 A target policy is `policy_scores` (request_id, post_id, score: every candidate it considered
 for the request, logged or not, e.g. retrieved by FAISS), a `temperature` and a slate size S:
@@ -11,8 +11,9 @@ for the request, logged or not, e.g. retrieved by FAISS), a `temperature` and a 
 
 Step by step (`slate_decisions`; all steps vectorised over requests, in chunks of `chunk`):
 
-    1. _check_*            every input, with a ValueError that names the frame and the column
-    2. _pad                per request the union of its logged candidates and the policy's, in
+    1. check_*             every input, with a ValueError that names the frame and the column
+                           (recsim/ope/slate_frames.py)
+    2. pad                 per request the union of its logged candidates and the policy's, in
                            post_id order, as [R, C] score matrices: the logging scores (-inf off
                            the log's candidates) and the policy's (-inf off its own), and the
                            logged slate as candidate columns [R, S]
@@ -53,13 +54,14 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+# The frames' checks and padding live in slate_frames; KEY, check_columns, pad and Padded are
+# also imported from here (support.py, funnel.py).
+from recsim.ope.slate_frames import (KEY, Padded, check_columns, check_policy,  # noqa: F401
+                                     int_keys, logged_rows, pad, padded_log)
 from recsim.world import slates
 from recsim.world.slates import SlatePolicy
 
 log = logging.getLogger(__name__)
-
-KEY = ["request_id", "post_id"]
-
 
 # --- the policies on their own candidates -----------------------------------------------------
 
@@ -167,6 +169,14 @@ def target_conditionals(policy: SlatePolicy, scores: np.ndarray, shown: np.ndarr
     return np.where(np.cumprod(cond > 0, axis=1, dtype=bool), cond, 0.0)
 
 
+def at_logged(marginals: np.ndarray, shown: np.ndarray) -> np.ndarray:
+    """[R, S, S] the marginal of the logged post of slot k (axis 1) at every slot j (axis 2),
+    from a policy's marginals [R, S, C] and the logged slates shown [R, S]. Its diagonal is
+    the post at its own slot (what iips weighs); pbm sums every slot (recsim/ope/slate_pbm.py)."""
+    idx = np.broadcast_to(shown[:, None, :], marginals.shape[:2] + shown.shape[1:])
+    return np.take_along_axis(marginals, idx, axis=2).transpose(0, 2, 1)
+
+
 @dataclass
 class TargetSlate:
     """The target policy on the logged slates. R requests, S slots, C candidates."""
@@ -183,131 +193,9 @@ def target_slate(policy: SlatePolicy, scores: np.ndarray, shown: np.ndarray, n_s
     [R, S]: its marginals, those of the logged posts, and its conditionals."""
     marg, n_exact = policy_marginals(policy, scores, shown.shape[1], n_samples, rng, exact_rows)
     _log_exactness("target marginals", n_exact, shown.shape[1], n_samples)
-    picked = np.take_along_axis(marg, shown[:, :, None], axis=2)[:, :, 0]
+    picked = np.diagonal(at_logged(marg, shown), axis1=1, axis2=2).copy()
     return TargetSlate(marg, picked, target_conditionals(policy, scores, shown), n_exact)
 
-
-# --- frames in, checked -----------------------------------------------------------------------
-
-
-def _first(frame: pl.DataFrame, n: int = 3) -> list:
-    return frame.head(n).rows()
-
-
-def _int_keys(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.with_columns(pl.col(c).cast(pl.Int64) for c in KEY if c in frame.columns)
-
-
-def check_columns(frame: pl.DataFrame, source: str, needs: tuple[str, ...]) -> None:
-    missing = [c for c in needs if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{source}: missing column(s) {missing}")
-    nulls = [c for c in needs if frame[c].null_count()]
-    if nulls:
-        raise ValueError(f"{source}: column(s) {nulls} hold null values")
-
-
-def _check_scored(frame: pl.DataFrame, source: str, score: str) -> None:
-    """(request_id, post_id, score): present, no duplicate pair, every score finite."""
-    check_columns(frame, source, ("request_id", "post_id", score))
-    dup = frame.filter(pl.struct(KEY).is_duplicated())
-    if dup.height:
-        first = _first(dup.select(KEY).unique(maintain_order=True))
-        raise ValueError(f"{source}: columns ['request_id', 'post_id']: {dup.height} rows repeat a "
-                         f"(request, post) pair (first: {first})")
-    bad = frame.filter(~pl.col(score).cast(pl.Float64).is_finite())
-    if bad.height:
-        raise ValueError(f"{source}: column '{score}': {bad.height} NaN or infinite value(s) "
-                         f"(first (request_id, post_id): {_first(bad.select(KEY))})")
-
-
-def _check_policy(policy_scores: pl.DataFrame, temperature: float, slate_size: int,
-                  epsilon: float) -> None:
-    _check_scored(policy_scores, "policy_scores", "score")
-    if temperature < 0 or not np.isfinite(temperature):
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
-    if not 0 <= epsilon <= 1:
-        raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
-    if slate_size < 1:
-        raise ValueError(f"slate_size must be >= 1, got {slate_size}")
-    short = policy_scores.group_by("request_id").len().filter(pl.col("len") < slate_size)
-    if short.height:
-        raise ValueError(f"policy_scores: column 'post_id': {short.height} request(s) with fewer "
-                         f"than slate_size={slate_size} candidates (first (request_id, n): "
-                         f"{_first(short.sort('request_id'))})")
-
-
-def _logged_rows(impressions: pl.DataFrame, candidates: pl.DataFrame, requests: pl.DataFrame,
-                 slate_size: int) -> pl.DataFrame:
-    """The impressions of `requests` (request_id), sorted, after checking that every request is
-    in the log with slots 1..S and with candidates."""
-    check_columns(impressions, "impressions",
-                   ("request_id", "member_id", "post_id", "position", "propensity"))
-    _check_scored(candidates, "candidates", "logging_score")
-    unlogged = requests.join(impressions.select("request_id").unique(), on="request_id", how="anti")
-    if unlogged.height:
-        first = unlogged["request_id"].head(3).to_list()
-        raise ValueError(f"policy_scores: column 'request_id': {unlogged.height} request(s) not in "
-                         f"the log's impressions (first: {first})")
-    rows = impressions.join(requests, on="request_id", how="semi").sort("request_id", "position")
-    slots = rows.group_by("request_id").agg(
-        ok=(pl.len() == slate_size) & (pl.col("position").sort() == pl.int_range(1, pl.len() + 1))
-        .all())
-    bad = slots.filter(~pl.col("ok"))
-    if bad.height:
-        first = bad["request_id"].head(3).to_list()
-        raise ValueError(f"impressions: column 'position': {bad.height} request(s) without exactly "
-                         f"the slots 1..{slate_size} (first: {first})")
-    missing = rows.join(candidates, on=KEY, how="anti")
-    if missing.height:
-        raise ValueError(f"impressions: column 'post_id': {missing.height} logged post(s) not "
-                         f"among the request's candidates (first (request_id, post_id): "
-                         f"{_first(missing.select(KEY))})")
-    return rows
-
-
-# --- frames to padded matrices ----------------------------------------------------------------
-
-
-@dataclass
-class Padded:
-    """Per request the union of its logged and policy candidates, in post_id order.
-    R requests, C the largest union, S slots."""
-
-    request_id: np.ndarray  # [R] sorted
-    post_id: np.ndarray  # [R, C] -1 for padding
-    logging_score: np.ndarray  # [R, C] -inf off the log's candidates
-    score: np.ndarray  # [R, C] the policy's; -inf off its candidates
-    shown: np.ndarray | None  # [R, S] column of the logged post at each slot (None: no log)
-
-
-def pad(policy_scores: pl.DataFrame, candidates: pl.DataFrame | None = None,
-         rows: pl.DataFrame | None = None) -> Padded:
-    """[R, C] matrices over the union of the policy's candidates and (if given) the log's."""
-    union = policy_scores.select(pl.col(KEY).cast(pl.Int64), pl.col("score").cast(pl.Float64))
-    if candidates is not None:
-        logged = candidates.select(pl.col(KEY).cast(pl.Int64),
-                                   pl.col("logging_score").cast(pl.Float64))
-        logged = logged.join(union.select("request_id").unique(), on="request_id", how="semi")
-        union = logged.join(union, on=KEY, how="full", coalesce=True)
-    union = union.sort(KEY).with_columns(row=pl.col("request_id").rank("dense").cast(pl.Int64) - 1,
-                                         col=pl.int_range(pl.len()).over("request_id"))
-    n_req, n_cand = int(union["row"].max()) + 1, int(union["col"].max()) + 1
-    r, c = union["row"].to_numpy(), union["col"].to_numpy()
-
-    def matrix(column: str, fill) -> np.ndarray:
-        out = np.full((n_req, n_cand), fill)
-        if column in union.columns:
-            out[r, c] = union[column].fill_null(fill).to_numpy()
-        return out
-
-    shown = None
-    if rows is not None:
-        at = rows.join(union.select(*KEY, "col"), on=KEY, how="left", maintain_order="left")
-        shown = at["col"].to_numpy().reshape(n_req, -1)
-    request_id = union.select(pl.col("request_id").unique(maintain_order=True)).to_series()
-    return Padded(request_id.to_numpy(), matrix("post_id", -1), matrix("logging_score", -np.inf),
-                  matrix("score", -np.inf), shown)
 
 
 # --- 5. the decisions, 6. the target's slates -------------------------------------------------
@@ -346,14 +234,16 @@ def slate_decisions(impressions: pl.DataFrame, candidates: pl.DataFrame,
         request_id, member_id, post_id, position, propensity, reward, logging_marginal,
         target_marginal, target_prob, unsupported_slot_mass (the target's mass at this slot on
         posts outside the request's logged candidates), unsupported_mass (its mean over the
-        request's slots: the decision is the slate), sorted by request and position.
+        request's slots: the decision is the slate), target_marginal_by_slot (Array[S]: the
+        target's marginal of the row's post at each slot 1..S, for pbm), sorted by request
+        and position.
     """
-    _check_policy(policy_scores, temperature, slate_size, epsilon)
+    check_policy(policy_scores, temperature, slate_size, epsilon)
     requests = policy_scores.select(pl.col("request_id").cast(pl.Int64)).unique()
     if isinstance(reward_expr, str):
         check_columns(impressions, "impressions", (reward_expr,))
-    impressions, candidates = _int_keys(impressions), _int_keys(candidates)
-    rows = _logged_rows(impressions, candidates, requests, slate_size)
+    impressions, candidates = int_keys(impressions), int_keys(candidates)
+    rows = logged_rows(impressions, candidates, requests, slate_size)
     padded = pad(policy_scores, candidates, rows)
     logging_rng, target_rng = np.random.default_rng(seed).spawn(2)
     if logging_marginal is None:
@@ -376,6 +266,8 @@ def slate_decisions(impressions: pl.DataFrame, candidates: pl.DataFrame,
         target_prob=pl.Series(target.target_prob.ravel()),
         unsupported_slot_mass=pl.Series(unsupported.ravel()),
         unsupported_mass=pl.Series(np.repeat(unsupported.mean(axis=1), slate_size)),
+        target_marginal_by_slot=pl.Series(
+            at_logged(target.marginals, padded.shown).reshape(-1, slate_size)),
     )
 
 
@@ -385,12 +277,7 @@ def logged_slot_marginals(impressions: pl.DataFrame, candidates: pl.DataFrame,
                           ) -> np.ndarray:
     """[R, S] the logging policy's marginal of each logged post at its slot, for `requests`
     (request_id) sorted by id: the same draws `slate_decisions` would make with this seed."""
-    impressions, candidates = _int_keys(impressions), _int_keys(candidates)
-    requests = requests.select(pl.col("request_id").cast(pl.Int64)).unique()
-    rows = _logged_rows(impressions, candidates, requests, slate_size)
-    own = candidates.join(requests, on="request_id", how="semi").select(
-        *KEY, score=pl.col("logging_score"))
-    padded = pad(own, candidates, rows)
+    padded = padded_log(impressions, candidates, requests, slate_size)
     logging_rng, _ = np.random.default_rng(seed).spawn(2)
     return logging_marginals(logging_policy, padded.logging_score, padded.shown, n_samples,
                              logging_rng, exact_rows)
@@ -402,7 +289,7 @@ def slate_marginals(policy_scores: pl.DataFrame, temperature: float, slate_size:
     """The target's (request_id, post_id, position, prob): each candidate's probability at each
     slot, marginal over the slots above (rows with prob > 0). The action_probs of
     recsim.ope.ab.true_value (the truth of the whole slate) and the input of `support`."""
-    _check_policy(policy_scores, temperature, slate_size, epsilon)
+    check_policy(policy_scores, temperature, slate_size, epsilon)
     padded = pad(policy_scores)
     marg, n_exact = policy_marginals(target_policy(temperature, epsilon), padded.score, slate_size,
                                      n_samples, np.random.default_rng(seed), exact_rows)
