@@ -1,6 +1,5 @@
 """The main job through its real Hydra entry point, and every config in conf/."""
 
-import json
 import math
 import os
 import pickle
