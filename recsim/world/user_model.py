@@ -4,10 +4,11 @@
 `UserModel.outcome_probabilities`; `UserModel.expected_outcomes` gives the ground truth of any
 slate, so a policy's true online value can be computed for whatever it would show.
 
-    1. relevance_logit        topic affinity (the member's interest in the post's label, or with
+    1. relevance_logit        topic affinity (the member's interest in the post's label; with
                               world.affinity=topics their preference . the post's fine topic
-                              mixture, recsim/world/topics.py), author affinity, freshness, post quality and
-                              (when `language_weight` > 0) the member's gap to the post's language
+                              mixture, recsim/world/topics.py), author affinity, freshness, post
+                              quality and (when `language_weight` > 0) the member's gap to the
+                              post's language
     2. examination            position ** -position_decay (a position-based click model)
     3. outcome_probabilities  click = examination * sigmoid(relevance); like, comment, share
                               and log-normal dwell follow a click
