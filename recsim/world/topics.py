@@ -97,6 +97,7 @@ def post_topic_mixtures(post_ids: np.ndarray, texts: list[str], n_topics: int, s
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
         with os.fdopen(fd, "wb") as f:
             np.savez(f, post_ids=np.asarray(post_ids), mixture=mixture)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the shared cache from other users
         os.replace(tmp, path)
     return mixture
 
