@@ -4,8 +4,11 @@
 `UserModel.outcome_probabilities`; `UserModel.expected_outcomes` gives the ground truth of any
 slate, so a policy's true online value can be computed for whatever it would show.
 
-    1. relevance_logit        topic affinity, author affinity, freshness, post quality and
-                              (when `language_weight` > 0) the member's gap to the post's language
+    1. relevance_logit        topic affinity (the member's interest in the post's label; with
+                              world.affinity=topics their preference . the post's fine topic
+                              mixture, recsim/world/topics.py), author affinity, freshness, post
+                              quality and (when `language_weight` > 0) the member's gap to the
+                              post's language
     2. examination            position ** -position_decay (a position-based click model)
     3. outcome_probabilities  click = examination * sigmoid(relevance); like, comment, share
                               and log-normal dwell follow a click
@@ -13,7 +16,8 @@ slate, so a policy's true online value can be computed for whatever it would sho
     5. sample_outcomes        one draw of the member's response from those probabilities (the
                               logged outcomes of build_world, and the arms of an online A/B)
 
-Shape legend: N members, P posts, A authors, T topics, D latent dim, L post languages.
+Shape legend: N members, P posts, A authors, T topics, D latent dim, L post languages,
+K fine topics.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import polars as pl
 
 from recsim.world.schema import lookup_sorted
 from recsim.world.timeline import hours_since_start
+from recsim.world.topics import pair_dot
 
 if TYPE_CHECKING:
     from recsim.world.world import WorldConfig
@@ -47,6 +52,10 @@ class UserModel:
     post_created:   [P] hours since WORLD_START
     language_gap:   [N, L] 0 (member's language), 0.5 (English, not the member's) or 1, per
                     post language; post_lang: [P] index into its columns (None: no languages)
+    fine_pref:      [N, K] member preference over fine topics, post_fine: [P, K] post mixture
+                    over them, fine_affine: (shift, scale); when set (world.affinity=topics) the
+                    topic affinity is shift + scale * fine_pref[m] . post_fine[p], else
+                    interests[m, post_topic[p]]
     member_ids / post_ids: sorted ids; row i of the arrays belongs to member_ids[i] / post_ids[i]
     """
 
@@ -62,6 +71,9 @@ class UserModel:
     post_created: np.ndarray
     language_gap: np.ndarray | None = None
     post_lang: np.ndarray | None = None
+    fine_pref: np.ndarray | None = None
+    post_fine: np.ndarray | None = None
+    fine_affine: tuple[float, float] = (0.0, 1.0)
 
     def member_index(self, member_ids: np.ndarray) -> np.ndarray:
         return lookup_sorted(self.member_ids, member_ids, "member_id")
@@ -70,7 +82,11 @@ class UserModel:
         return lookup_sorted(self.post_ids, post_ids, "post_id")
 
     def topic_affinity(self, m: np.ndarray, p: np.ndarray) -> np.ndarray:
-        return self.interests[m, self.post_topic[p]]
+        """Member rows m and post rows p (broadcastable) -> the content term of relevance."""
+        if self.post_fine is None:
+            return self.interests[m, self.post_topic[p]]
+        shift, scale = self.fine_affine
+        return shift + scale * pair_dot(self.fine_pref, self.post_fine, m, p)
 
     def relevance_logit(self, m: np.ndarray, p: np.ndarray, t_hours: np.ndarray) -> np.ndarray:
         """Logit of engaging with post p if examined, for member m at time t (any equal shapes)."""

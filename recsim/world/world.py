@@ -24,8 +24,8 @@ How one request is simulated (`build_world`, all steps vectorised over requests)
        `propensity`; per request and slot they sum to 1.
     4. The member responds (see recsim/world/user_model.py): a position-based click model with
        examination probability position ** -position_decay, and a relevance from topic
-       affinity, author affinity, freshness, post quality and (when `language_weight` > 0)
-       language: a post in a language the member does not read costs `language_weight` on the
+       affinity (`affinity`: the label's interest, or fine topics read from the text), author
+       affinity, freshness, post quality and (when `language_weight` > 0) language: a post in a language the member does not read costs `language_weight` on the
        logit, an English post half of it (a second language for most); likes, comments, shares
        and dwell follow a click.
 
@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from recsim.world import topics
 from recsim.world.corpus import SOURCES, TOPICS, load_corpus
 from recsim.world.schema import CANDIDATES, IMPRESSIONS, MEMBERS, POSTS, validate
 from recsim.world.slates import SlatePolicy, plackett_luce, sample_slates
@@ -82,6 +83,11 @@ class WorldConfig:
     language_weight: float = 0.0  # logit cost of a post in a foreign language (English: half)
     # hidden member state
     interest_concentration: float = 0.3  # Dirichlet alpha over topics; small = focused members
+    # what the topic affinity reads: "label" (the post's coarse topic) or "topics" (its text, as
+    # a mixture over n_fine_topics of a TF-IDF + NMF topic model; recsim/world/topics.py)
+    affinity: str = "label"
+    n_fine_topics: int = 50
+    fine_concentration: float = 0.3  # Dirichlet alpha per fine topic (affinity: topics)
     latent_dim: int = 8
     # true user model (logit of relevance, then position-based examination)
     base_logit: float = -3.0
@@ -104,12 +110,13 @@ class WorldConfig:
         from recsim.world.corpus import MULTILINGUAL_SOURCES
 
         for name in ("n_members", "n_authors", "n_impressions", "slate_size", "n_candidates",
-                     "latent_dim"):
+                     "latent_dim", "n_fine_topics"):
             checks.at_least(f"world.{name}", getattr(self, name), 1)
         if self.slate_size > self.n_candidates:
             raise ValueError(f"world.slate_size: {self.slate_size} is more than world.n_candidates "
                              f"({self.n_candidates}); a slate is drawn from the candidates")
-        for name in ("days", "post_window_days", "interest_concentration",
+        checks.one_of("world.affinity", self.affinity, ("label", "topics"))
+        for name in ("days", "post_window_days", "interest_concentration", "fine_concentration",
                      "freshness_halflife_hours", "logging_temperature"):
             checks.positive(f"world.{name}", getattr(self, name))
         for name in ("language_weight", "quality_std", "position_decay"):
@@ -269,7 +276,7 @@ def logging_scores(cfg: WorldConfig, truth: UserModel, popularity: np.ndarray,
     age = np.maximum(t_hours[:, None] - truth.post_created[cand], 0.0)
     return (cfg.logging_popularity_weight * np.log(popularity[truth.post_author[cand]])
             + cfg.logging_freshness_weight * 0.5 ** (age / cfg.freshness_halflife_hours)
-            + cfg.logging_personalization * truth.interests[member[:, None], truth.post_topic[cand]])
+            + cfg.logging_personalization * truth.topic_affinity(member[:, None], cand))
 
 
 def logging_policy(cfg: WorldConfig) -> SlatePolicy:
@@ -321,9 +328,10 @@ def _make_population(cfg: WorldConfig, corpus: pl.DataFrame, rng: np.random.Gene
         _make_authors_and_posts(cfg, corpus, rng))
     language_gap, post_lang = (language_gaps(members["lang"], posts["lang"])
                                if cfg.language_weight else (None, None))
+    fine = topics.fine_truth(cfg, posts, interests, post_topic) if cfg.affinity == "topics" else {}
     truth = UserModel(cfg, members["member_id"].to_numpy(), posts["post_id"].to_numpy(),
                       interests, member_latent, author_latent, post_topic, post_author,
-                      quality, created, language_gap, post_lang)
+                      quality, created, language_gap, post_lang, **fine)
     return members, authors, posts, truth
 
 
