@@ -49,11 +49,14 @@ def _log() -> pl.DataFrame:
 
 
 def test_evaluate_gives_the_hand_computed_values():
-    estimates = recsim.evaluate(_log(), ["ips", "snips"], n_boot=50)
+    # The four decisions made by 10 members each: the same values, and no bootstrap replicate
+    # that resamples no member at all (with 4 members some do: their interval is void).
+    log = pl.concat([_log().with_columns(pl.col("member_id") + 10 * k) for k in range(10)])
+    estimates = recsim.evaluate(log, ["ips", "snips"], n_boot=50)
     assert estimates["ips"].value == pytest.approx((2 * 1 + 2 * 0 + 0 * 1 + 1 * 1) / 4)
     assert estimates["snips"].value == pytest.approx(3 / 5)
     for est in estimates.values():
-        assert est.n == 4 and est.ci_low <= est.value <= est.ci_high
+        assert est.n == 40 and est.n_nonfinite == 0 and est.ci_low <= est.value <= est.ci_high
 
 
 def test_evaluate_refuses_a_bad_log_naming_the_column():
