@@ -103,7 +103,11 @@ def _usable(sim: SimConfig, logs: Logs, data: LogsConfig) -> tuple[SimConfig, li
     if not estimators:
         raise ValueError(f"sim.estimators: {sim.estimators} all need a reward model, which "
                          "data=logs does not fit; add ips or snips")
-    segment = sim.segment_estimator if sim.segment_estimator not in MODEL_BASED else "snips"
+    segment = sim.segment_estimator
+    if segment in MODEL_BASED:
+        segment = "snips"
+        skipped.append(f"segment estimator {sim.segment_estimator}: needs a reward model; "
+                       "snips instead")
     slate = list(sim.slate_estimators)
     if slate and (data.logging_temperature is None or logs.candidates is None):
         slate = []

@@ -117,7 +117,6 @@ class Logs:
     candidates: pl.DataFrame | None  # request_id, post_id, logging_score
     request_keys: pl.DataFrame | None  # (request_key, request_id) when the files' are strings
     files: dict[str, str]  # table -> path
-    columns: dict[str, str] = field(default_factory=dict)  # the column map they were read with
 
     @property
     def outcomes(self) -> list[str]:
@@ -221,7 +220,7 @@ def read_logs(cfg: LogsConfig) -> Logs:
              posts.height, "no" if members is None else members.height, impressions.height,
              impressions["request_id"].n_unique(),
              "no" if candidates is None else candidates.height)
-    return Logs(posts, impressions, members, candidates, keys, paths, dict(cols))
+    return Logs(posts, impressions, members, candidates, keys, paths)
 
 
 def read_scores(path: str, known: dict[str, pl.Series], columns: dict[str, str] | None = None,
