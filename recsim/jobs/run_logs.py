@@ -18,7 +18,7 @@ import dataclasses
 import logging
 
 import polars as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from recsim.jobs.run import ROLES, _score_file_scorers, _score_files, _step
 from recsim.ope import ab, policies
@@ -54,6 +54,7 @@ def run_logs(cfg: DictConfig, sim: SimConfig, data: LogsConfig, output_dir: str)
 
     # 2-4. Embeddings, retrieval, rankers: nothing to train (lines in the report).
     sim, skipped = _usable(sim, logs, data)
+    _check_objective(cfg, sim)
 
     # 5. Policies: each score file ranks the logged candidates into a slate.
     with _step(timings, "5_policies"):
@@ -119,6 +120,15 @@ def _usable(sim: SimConfig, logs: Logs, data: LogsConfig) -> tuple[SimConfig, li
     skipped.append("ground truth: a log has no user model; the figures are estimates only")
     return dataclasses.replace(sim, estimators=estimators, segment_estimator=segment,
                                slate_estimators=slate), skipped
+
+
+def _check_objective(cfg: DictConfig, sim: SimConfig) -> None:
+    """report.objective must be a figure a log gives: the verdict's or a computed estimator's."""
+    objective = OmegaConf.select(cfg, "report.objective", default="verdict")
+    usable = ["verdict", *sim.estimators, *sim.slate_estimators]
+    if objective not in usable:
+        raise ValueError(f"report.objective: {objective!r} is not computed with data=logs (no "
+                         f"truth, no reward model); choose from {usable}")
 
 
 def _known_ids(logs: Logs) -> dict[str, pl.Series]:
