@@ -244,7 +244,8 @@ def test_csv_parquet_and_shards_with_string_ids_give_the_integer_logs_estimates(
         report = _run(files, tmp_path / name, "data.position_base=0", *logging_form)
         assert _figures(report) == _figures(reference), name
     names = [x["estimator"] for x in reference["lifts"]]
-    assert names == ["replay", "ips", "clipped_ips", "snips", "iips"]  # dm, dr, sndr skipped
+    slate = list(_compose([]).sim.slate_estimators)  # whole-slate: iips (and pbm)
+    assert names == ["replay", "ips", "clipped_ips", "snips", *slate]  # dm, dr, sndr skipped
     assert reference["truth"] is None and reference["data"]["estimates_only"]
     assert any(line.startswith("estimators ['dm', 'dr', 'sndr']")
                for line in reference["data"]["skipped"])
@@ -260,4 +261,5 @@ def test_without_candidates_the_score_files_name_them_and_slate_estimators_are_s
     without = _run(files, tmp_path / "b")
     assert _figures(without) == _figures(with_candidates)  # the score files cover the candidates
     assert [x["estimator"] for x in without["lifts"]] == ["replay", "ips", "clipped_ips", "snips"]
-    assert any("slate estimators ['iips']" in line for line in without["data"]["skipped"])
+    slate = list(_compose([]).sim.slate_estimators)
+    assert any(f"slate estimators {slate}" in line for line in without["data"]["skipped"])
