@@ -5,7 +5,8 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from recsim.world.schema import IMPRESSIONS, MEMBERS, SchemaError, read_table, validate
+from recsim.world.files import read_table
+from recsim.world.schema import IMPRESSIONS, MEMBERS, SchemaError, validate
 
 
 def _impressions(**overrides) -> pl.DataFrame:
@@ -45,6 +46,11 @@ def test_valid_frame_passes():
         (_impressions(member_id=[1, 1, 99]), "member_id", "unknown ids (first: 99)"),
         (_impressions(post_id=[10, 12, 10]), "post_id", "unknown ids (first: 12)"),
         (_impressions(dwell_seconds=[1.0, -2.0, 0.0]), "dwell_seconds", "negative"),
+        (_impressions(dwell_seconds=[1.0, float("nan"), 0.0]), "dwell_seconds",
+         "1 NaN or infinite values (first: nan)"),
+        (_impressions(dwell_seconds=[1.0, float("inf"), 0.0]), "dwell_seconds",
+         "1 NaN or infinite values (first: inf)"),
+        (_impressions(propensity=[0.5, float("nan"), 1.0]), "propensity", "NaN or infinite"),
     ],
 )
 def test_each_violation_names_file_column_and_problem(frame, column, problem):
@@ -88,3 +94,40 @@ def test_read_table_names_the_file(tmp_path):
         read_table(bad, IMPRESSIONS)
     with pytest.raises(FileNotFoundError, match="missing.parquet"):
         read_table(tmp_path / "missing.parquet", IMPRESSIONS)
+
+
+def test_a_valid_impressions_csv_reads_with_int64_positions_and_0_1_outcomes(tmp_path):
+    """polars reads a CSV's position as Int64 and 0/1 outcomes as integers: both are accepted
+    forms, cast losslessly; the real defects behind them are then reported."""
+    path = tmp_path / "log.csv"
+    _impressions().with_columns(pl.col("click").cast(pl.Int8)).write_csv(path)
+    frame = read_table(path, IMPRESSIONS, KNOWN)
+    assert frame.schema["position"] == pl.Int32 and frame.schema["click"] == pl.Boolean
+    assert frame["click"].to_list() == [True, False, False]
+    _impressions(position=pl.Series([1, 1, 1], dtype=pl.Int32)).write_csv(path)
+    with pytest.raises(SchemaError, match=r"log.csv: column '\(request_id, position\)': 2 rows"):
+        read_table(path, IMPRESSIONS)
+
+
+@pytest.mark.parametrize("column, values, problem", [
+    ("click", [1, 2, 0], "1 values other than 0/1 (first: 2)"),
+    ("position", [1, 2, 3_000_000_000], "1 values outside the Int32 range (first: 3000000000)"),
+])
+def test_casts_that_would_lose_values_are_refused(tmp_path, column, values, problem):
+    path = tmp_path / "log.parquet"
+    _impressions(**{column: values}).write_parquet(path)
+    with pytest.raises(SchemaError, match=rf"log.parquet: column '{column}': .*") as err:
+        read_table(path, IMPRESSIONS)
+    assert problem in str(err.value)
+
+
+def test_unreadable_files_name_the_file(tmp_path):
+    truncated = tmp_path / "cut.parquet"
+    _impressions().write_parquet(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:40])
+    with pytest.raises(SchemaError, match=r"cut.parquet: impressions: cannot be read as parquet"):
+        read_table(truncated, IMPRESSIONS)
+    bad_utf8 = tmp_path / "bad.csv"
+    bad_utf8.write_bytes(b"request_id,lang\n1,\xff\xfe\n")
+    with pytest.raises(SchemaError, match=r"bad.csv: cannot be read: .*utf-8"):
+        read_table(bad_utf8, IMPRESSIONS)

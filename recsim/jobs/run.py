@@ -1,12 +1,19 @@
-"""The main job: one Hydra run from world to offline A/B report.
+"""The main job: one Hydra run from data to offline A/B report.
 
-    recsim-run                                   # the default experiment
+    recsim-run                                   # the default experiment (the synthetic world)
     recsim-run experiment=debug                  # a tiny run (under a minute)
     recsim-run -m seed=0,1,2                     # a multirun sweep
     recsim-run --cfg job                         # print the composed config
+    recsim-run data=logs data.posts=... data.impressions=... \\
+        sim.control.scores=... sim.treatment.scores=...   # a team's own log and model scores
 
-`run(cfg, output_dir)` reads top to bottom as the funnel: world -> embeddings -> retrieval ->
-ranker -> policies -> offline estimates -> ground truth -> report.
+`run(cfg, output_dir)` reads top to bottom as the funnel, by data source (conf/data/):
+    world  world -> embeddings -> retrieval -> ranker -> policies -> offline estimates ->
+           ground truth -> report
+    logs   the team's files -> policies from their score files -> offline estimates -> report;
+           the steps that need what the files lack (post embeddings, retrieval and rankers
+           trained here, a reward model, the truth) are skipped, each with a line in the report
+Any error stops the run before the report is written: nothing half-written.
 """
 
 from __future__ import annotations
@@ -27,10 +34,12 @@ from recsim.ope import ab
 from recsim.ope.config import SimConfig
 from recsim.paths import CONF_DIR
 from recsim.world import rewards
+from recsim.world.logs import LogsConfig
 from recsim.world.timeline import time_split
 from recsim.world.world import build_world, logging_policy
 
 log = logging.getLogger("recsim.jobs.run")
+ROLES = ("control", "treatment")
 
 
 @contextlib.contextmanager
@@ -43,18 +52,30 @@ def _step(timings: dict, name: str):
 
 
 def run(cfg: DictConfig, output_dir: str) -> dict:
-    """Run the whole funnel for `cfg`; write the report into `output_dir`; return the report."""
+    """Run the funnel for `cfg` on its data source; write the report into `output_dir`."""
+    sim: SimConfig = instantiate(cfg.sim)  # checks its values and its policies', before any work
+    data = instantiate(cfg.data)
+    if isinstance(data, LogsConfig):
+        from recsim.jobs.run_logs import run_logs
+
+        report = run_logs(cfg, sim, data, output_dir)
+    else:
+        report = run_world(cfg, sim, output_dir)
+    _log_summary(report)
+    return report
+
+
+def run_world(cfg: DictConfig, sim: SimConfig, output_dir: str) -> dict:
+    """The synthetic world (data=world): every step, and the truth to judge the estimates by."""
     # Imported here so `recsim-run --help` and config errors answer fast.
     from embeddings.post_vectors import embed_posts
     from ranker.retrieval.recall import evaluate_retrieval
-    from ranker.train import fit_ranker
     from recsim.ope.funnel import retrieval_sources
     from recsim.ope.offline import estimate_offline, ground_truth, serve_policies
     from recsim.ope.reward_model import RewardModelConfig, fit_reward_model
     from recsim.report.assemble import RunResults, build_report
     from recsim.report.writer import write_report
 
-    sim: SimConfig = instantiate(cfg.sim)  # checks its values and its policies', before any work
     world_cfg, embed_cfg = instantiate(cfg.world), instantiate(cfg.embeddings)
     retrieval_cfg, ranker_cfg = instantiate(cfg.retrieval), instantiate(cfg.ranker)
     roles = {"control": sim.control, "treatment": sim.treatment}
@@ -83,19 +104,19 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
                                     sim.dual_encoder, world_cfg.post_window_days)
 
     # 4. Ranker: one multi-task TorchRec model per policy's features, trained on the training
-    #    period, early-stopped on its last part, checkpointed beside the report.
+    #    period, early-stopped on its last part, checkpointed beside the report; a policy with
+    #    a score file ranks by its own scores instead.
     with _step(timings, "4_ranker"):
-        rankers = {role: fit_ranker(
-            p.features, world.posts, post_vectors.of(role), world.members,
-            retrieval.histories[post_vectors.key_of[role]], world.impressions, split.train,
-            split.test, ranker_cfg, seed, p.name,
-            Path(output_dir) / "rankers" / f"{role}.pt") for role, p in roles.items()}
+        rankers = _fit_rankers(roles, world, post_vectors, retrieval, split, ranker_cfg, seed,
+                               output_dir)
+        scorers = {role: r.score for role, r in rankers.items()}
+        scorers |= _score_file_scorers(roles, _score_files(
+            roles, {"request_id": world.impressions["request_id"], "post_id": world.posts["post_id"]}))
 
     # 5. Policies: each funnel (candidates -> ranker -> slate) serves the evaluation requests;
     #    DM / DR / SNDR's reward model is fitted for the purpose on the training period
     #    (sim.reward_model: fitted; recsim/ope/reward_model.py), or a role's own ranker.
     with _step(timings, "5_policies"):
-        scorers = {role: r.score for role, r in rankers.items()}
         reward_model = None
         if sim.reward_model == "fitted":
             reward_model = fit_reward_model(split.train, world.posts, world.members, sim.metric,
@@ -115,23 +136,57 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
         truth = ground_truth(world.truth, served, sim, seed, segments)
 
     # 8. Report: HTML, Markdown and JSON beside the checkpoints.
+    skipped = [f"ranker: {p.name} ranks by its score file {p.scores}, no ranker trained for it"
+               for p in roles.values() if p.scores is not None]
     report = build_report(RunResults(cfg, sim, world_cfg, embed_cfg, retrieval_cfg, ranker_cfg,
                                      world, post_vectors, retrieval, rankers, served, offline,
-                                     truth, timings, engaged))
+                                     truth, timings, engaged, skipped=skipped))
     log.info("report: %s", write_report(report, output_dir)["html"])
-    _log_summary(report)
     return report
 
 
+def _fit_rankers(roles: dict, world, post_vectors, retrieval, split, ranker_cfg, seed: int,
+                 output_dir: str) -> dict:
+    """role -> its TrainedRanker, for the roles without a score file."""
+    from ranker.train import fit_ranker
+
+    return {role: fit_ranker(
+        p.features, world.posts, post_vectors.of(role), world.members,
+        retrieval.histories[post_vectors.key_of[role]], world.impressions, split.train,
+        split.test, ranker_cfg, seed, p.name,
+        Path(output_dir) / "rankers" / f"{role}.pt")
+        for role, p in roles.items() if p.scores is None}
+
+
+def _score_files(roles: dict, known: dict, columns: dict | None = None,
+                 request_keys: pl.DataFrame | None = None) -> dict[str, pl.DataFrame]:
+    """role -> its score file (request_id, post_id, score), read and checked (recsim.world.logs
+    .read_scores: known ids, the log's request keys), for the roles with one."""
+    from recsim.world.logs import read_scores
+
+    return {role: read_scores(p.scores, known, columns, request_keys)
+            for role, p in roles.items() if p.scores is not None}
+
+
+def _score_file_scorers(roles: dict, frames: dict[str, pl.DataFrame]) -> dict:
+    """role -> a scorer over its score file (recsim.ope.policies.score_file_scorer)."""
+    from recsim.ope.policies import score_file_scorer
+
+    return {role: score_file_scorer(frame, roles[role].scores) for role, frame in frames.items()}
+
+
 def _log_summary(report: dict) -> None:
-    online = report["truth"]["online_ab"]
-    log.info("true slate lift %+.2f%%; online test %+.2f%% [%+.2f%%, %+.2f%%]",
-             100 * report["truth"]["lift"], 100 * online["lift"], 100 * online["ci_low"],
-             100 * online["ci_high"])
+    truth = report.get("truth")
+    if truth:
+        online = truth["online_ab"]
+        log.info("true slate lift %+.2f%%; online test %+.2f%% [%+.2f%%, %+.2f%%]",
+                 100 * truth["lift"], 100 * online["lift"], 100 * online["ci_low"],
+                 100 * online["ci_high"])
     for lift in report["lifts"]:
-        log.info("%s (%s) lift %+.2f%% [%+.2f%%, %+.2f%%]; true %+.2f%%; %s", lift["estimator"],
+        true = "" if lift["true_lift"] is None else f"; true {100 * lift['true_lift']:+.2f}%"
+        log.info("%s (%s) lift %+.2f%% [%+.2f%%, %+.2f%%]%s; %s", lift["estimator"],
                  lift["scope"], 100 * lift["lift"], 100 * lift["ci_low"], 100 * lift["ci_high"],
-                 100 * lift["true_lift"], lift["status"])
+                 true, lift["status"])
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

@@ -110,14 +110,16 @@ def _name(text: str) -> str:
 
 def report_metrics(report: dict) -> dict[str, float]:
     """The report's key figures as MLflow metrics (finite values only)."""
-    truth, online = report["truth"], report["truth"]["online_ab"]
-    out = {"truth/lift": truth["lift"], "truth/top_slot_lift": truth["top_slot"]["lift"],
-           **{f"online_ab/{k}": online[k] for k in ("lift", "ci_low", "ci_high")},
+    truth = report["truth"] or {}  # null: no truth (data=logs)
+    online = truth.get("online_ab", {})
+    out = {"truth/lift": truth.get("lift"),
+           "truth/top_slot_lift": truth.get("top_slot", {}).get("lift"),
+           **{f"online_ab/{k}": online.get(k) for k in ("lift", "ci_low", "ci_high")},
            "objective": report.get("objective", {}).get("value")}
     for row in report["lifts"]:
         for key in ("lift", "ci_low", "ci_high", "true_lift"):
             out[f"offline/{_name(row['estimator'])}/{key}"] = row[key]
-    for k, recall in report["retrieval"]["recall"].items():
+    for k, recall in (report["retrieval"] or {}).get("recall", {}).items():
         out[f"retrieval/recall_at_{k}"] = recall
     for policy, ranker in report["ranker"].items():
         for head, m in ranker.get("heads", {}).items():

@@ -93,6 +93,9 @@ class SimConfig:
             if policy.source == "retrieval" and policy.top_k < self.slate_size:
                 raise ValueError(f"sim.{role}.top_k: {policy.top_k} candidates cannot fill a "
                                  f"slate of {self.slate_size} (world.slate_size); raise top_k")
+        if self.reward_model in ROLES and getattr(self, self.reward_model).scores is not None:
+            raise ValueError(f"sim.reward_model: the {self.reward_model}'s policy is a score file, "
+                             "which holds no click probabilities; use fitted")
         if self.control.name == self.treatment.name:
             raise ValueError(f"sim.treatment.name: {self.treatment.name!r} is also the control's "
                              "name; the report tells the policies apart by name")

@@ -42,8 +42,9 @@ class Served:
     requests: pl.DataFrame  # (request_id, member_id, timestamp)
     decisions: pl.DataFrame  # the logged top-slot rows (request, member, post, propensity, reward)
     outputs: dict[str, funnel.FunnelOutput]  # role -> candidates, slates, served slate, seconds
-    reward_q: pl.DataFrame  # (request_id, post_id, q): the reward model's click probability
-    #                         over every candidate of either policy and of the log
+    reward_q: pl.DataFrame | None  # (request_id, post_id, q): the reward model's click
+    #                         probability over every candidate of either policy and of the log;
+    #                         None without a reward model (model-based estimators skipped)
     temperature: dict[str, float]  # role -> its slate temperature
     reward_model: object = None  # the fitted reward model (recsim/ope/reward_model.py) or None
 
@@ -73,6 +74,8 @@ def serve_policies(test_impressions: pl.DataFrame, candidates: pl.DataFrame,
         outputs[role] = funnel.serve(cands, requests, scorers[role], slate_size,
                                      temperature[role], seed, sim.slate_samples)
         outputs[role].seconds = {"candidates": seconds, **outputs[role].seconds}
+    if sim.reward_model not in scorers:  # no reward model (a team's logs): no DM / DR / SNDR
+        return Served(requests, decisions, outputs, None, temperature, None)
     # The reward model scores each (request, post) once, whichever policy or the log has it.
     union = pl.concat([*(out.candidates.select("request_id", "post_id") for out in outputs.values()),
                        funnel.logged_candidates(candidates, requests).select("request_id", "post_id")]
@@ -116,8 +119,9 @@ def _top_slot_frame(served: Served, role: str) -> pl.DataFrame:
                           on=["request_id", "post_id"], how="left")
                .group_by("request_id").agg(unsupported_mass=(
                    pl.col("prob") * (~pl.col("logged").fill_null(False))).sum()))
-    frame = policies.with_reward_model(policies.with_target(served.decisions, first), first,
-                                       served.reward_q)
+    frame = policies.with_target(served.decisions, first)
+    if served.reward_q is not None:
+        frame = policies.with_reward_model(frame, first, served.reward_q)
     frame = frame.join(outside, on="request_id", how="left", maintain_order="left")
     return estimators.check_decisions(frame, f"{role} decisions")
 
@@ -125,7 +129,9 @@ def _top_slot_frame(served: Served, role: str) -> pl.DataFrame:
 def estimate_offline(served: Served, sim: SimConfig, impressions: pl.DataFrame,
                      candidates: pl.DataFrame, logging_policy, segments: pl.DataFrame,
                      slate_size: int, seed: int) -> OfflineResult:
-    """Every estimator per policy and the paired lifts; `segments` from ab.member_segments."""
+    """Every estimator per policy and the paired lifts; `segments` from ab.member_segments
+    (None: no per-segment lifts). `logging_policy` None (its form unknown): no slate frames, so
+    sim.slate_estimators must be empty; the slate's support is then read from its marginals."""
     boot = estimators.Bootstrap(sim.n_bootstrap, seed, sim.alpha, interval=sim.interval)
     framed = {role: _top_slot_frame(served, role) for role in ROLES}
     by_name = _model_based_lifts(served, sim, framed, boot)  # with the model's refits
@@ -134,33 +140,47 @@ def estimate_offline(served: Served, sim: SimConfig, impressions: pl.DataFrame,
         by_name |= ab.offline_lifts(rest, framed["control"], framed["treatment"], boot,
                                     ray_shards=sim.ray_shards)
     lifts = [by_name[name] for name in sim.estimators]
-    logged = slate_offline.logged_slot_marginals(impressions, candidates, logging_policy,
-                                                 served.requests, slate_size, sim.slate_samples,
-                                                 seed)  # the log's, shared by both policies
-    slate_frames = {role: slate_offline.slate_decisions(
-        impressions, candidates, logging_policy,
-        served.outputs[role].candidates.select("request_id", "post_id", "score"),
-        served.temperature[role], slate_size, rewards.observed(sim.metric, sim.reward_weights),
-        sim.slate_samples, seed, logging_marginal=logged) for role in ROLES}
-    if "pbm" in sim.slate_estimators:  # examination weights from the log; every slot's marginals
-        slate_frames, _ = slate_pbm.add_exposures(slate_frames, impressions, candidates,
-                                                  logging_policy, served.requests, slate_size,
-                                                  sim.slate_samples, seed)
+    slate_frames = _slate_frames(served, sim, impressions, candidates, logging_policy,
+                                 slate_size, seed)
     if sim.slate_estimators:
         lifts += ab.offline_lifts(sim.slate_estimators, slate_frames["control"],
                                   slate_frames["treatment"], boot).values()
-    by_segment = ab.segment_lifts(sim.segment_estimator, framed["control"], framed["treatment"],
-                                  segments, boot)
+    by_segment = [] if segments is None else ab.segment_lifts(
+        sim.segment_estimator, framed["control"], framed["treatment"], segments, boot)
     on_policy = framed["control"].with_columns(target_prob=pl.col("propensity"),
                                                unsupported_mass=pl.lit(0.0))  # the log itself
     logging_value, _ = estimators.estimate("ips", on_policy, boot, sim.alpha)
     weights = {role: (f["target_prob"] / f["propensity"]).to_numpy() for role, f in framed.items()}
     shares = {role: {"top_slot": 1.0 - float(framed[role]["unsupported_mass"].fill_null(0).mean()),
-                     "slate": support.decisions_support(slate_frames[role])}
+                     "slate": support.decisions_support(slate_frames[role]) if slate_frames
+                     else support.support(served.outputs[role].slates, candidates)}
               for role in ROLES}
     uniform = verdict.logging_is_uniform(served.decisions, candidates)
     extra = _extra_intervals(sim, framed, slate_frames, seed)
     return OfflineResult(lifts, by_segment, logging_value, weights, shares, uniform, extra)
+
+
+def _slate_frames(served: Served, sim: SimConfig, impressions: pl.DataFrame,
+                  candidates: pl.DataFrame, logging_policy, slate_size: int, seed: int) -> dict:
+    """role -> its slate_offline.slate_decisions frame (every logged slot); {} without a
+    logging policy."""
+    if logging_policy is None:
+        if sim.slate_estimators:
+            raise ValueError(f"sim.slate_estimators: {list(sim.slate_estimators)} need the "
+                             "logging policy's form (data.logging_temperature)")
+        return {}
+    logged = slate_offline.logged_slot_marginals(impressions, candidates, logging_policy,
+                                                 served.requests, slate_size, sim.slate_samples,
+                                                 seed)  # the log's, shared by both policies
+    frames = {role: slate_offline.slate_decisions(
+        impressions, candidates, logging_policy,
+        served.outputs[role].candidates.select("request_id", "post_id", "score"),
+        served.temperature[role], slate_size, rewards.observed(sim.metric, sim.reward_weights),
+        sim.slate_samples, seed, logging_marginal=logged) for role in ROLES}
+    if "pbm" in sim.slate_estimators:  # examination weights from the log; every slot's marginals
+        frames, _ = slate_pbm.add_exposures(frames, impressions, candidates, logging_policy,
+                                            served.requests, slate_size, sim.slate_samples, seed)
+    return frames
 
 
 def _model_based_lifts(served: Served, sim: SimConfig, framed: dict, boot) -> dict:

@@ -10,10 +10,12 @@ and the evaluation policies alike: recsim.world.slates.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import polars as pl
-
 
 SOURCES = ("logged", "retrieval")  # a funnel policy's candidate sources
 MEMBER_VECTORS = ("history", "dual_encoder")  # retrieval query vectors (recsim/ope/funnel.py)
@@ -36,6 +38,10 @@ class PolicyConfig:
     member_vectors: str = "history"  # retrieval: history (profile fallback) | dual_encoder
     exclude_seen: bool = False  # retrieval: drop posts the member was shown before the request
     temperature: float | None = None  # slate: 0 top-N by score, > 0 Plackett-Luce; None: sim's
+    # The team's own model scores per (request_id, post_id) over the logged candidates (parquet
+    # or CSV; recsim.world.logs.read_scores): the policy ranks by them instead of a ranker
+    # trained here (its features and encoder are then unused). Relative to the start directory.
+    scores: str | None = None
 
     def check(self, key: str) -> None:
         """ValueError naming `key` (where the policy sits: "sim.control", "sim.treatment") for
@@ -62,10 +68,90 @@ class PolicyConfig:
                 index_type(self.index)
             except ValueError as err:
                 raise ValueError(f"{key}.index: " + str(err).removeprefix("retrieval.index: ")) from None
+        if self.scores is not None:
+            if not Path(self.scores).exists():
+                raise ValueError(f"{key}.scores: {self.scores} does not exist")
+            if self.source != "logged":
+                raise ValueError(f"{key}.scores: a score file scores the logged candidates, so "
+                                 f"{key}.source must be logged, got {self.source!r}")
         if self.encoder_dir is not None:
             check_model_dir(project_path(self.encoder_dir), f"{key}.encoder_dir",
                             "train it first with `make finetune` (python -m recsim.jobs.finetune), "
                             "or for .cache/models/multilingual-e5-small run `make setup`")
+
+
+@dataclass
+class FileScores:
+    """A score file's view of candidate rows, in the shape of ranker.train.Scores."""
+
+    score: np.ndarray  # [N] the team's model score: what the policy ranks by
+    click_prob: np.ndarray  # [N] NaN: a score file holds no click probability (no reward model)
+    seconds: dict = field(default_factory=dict)
+
+
+def score_file_scorer(scores: pl.DataFrame, source: str) -> Callable[[pl.DataFrame], FileScores]:
+    """A scorer (rows -> scores, as a trained ranker's: recsim.ope.funnel.score_rows) that looks
+    each (request_id, post_id) up in `scores` (request_id, post_id, score); a ValueError naming
+    `source` (the file) when the file does not score a candidate of the policy."""
+    def score(rows: pl.DataFrame) -> FileScores:
+        found = rows.select("request_id", "post_id").join(
+            scores.select("request_id", "post_id", "score"), on=["request_id", "post_id"],
+            how="left", maintain_order="left")
+        missing = found.filter(pl.col("score").is_null())
+        if missing.height:
+            raise ValueError(
+                f"{source}: column 'score': {missing.height} of the policy's {rows.height} "
+                f"candidates (request_id, post_id) have no score (first: "
+                f"{missing.select('request_id', 'post_id').head(3).rows()})")
+        return FileScores(found["score"].to_numpy(), np.full(rows.height, np.nan))
+    return score
+
+
+def candidates_from_scores(scores: dict[str, pl.DataFrame], sources: dict[str, str],
+                           impressions: pl.DataFrame) -> pl.DataFrame:
+    """Without a candidates file, the score files name each request's candidates: the pairs
+    (request_id, post_id) the first file scores; every other file must score the same pairs, and
+    every shown post must be among them (else a logged action lies outside the candidate set
+    and no estimate is valid). `sources`: role -> the file, for the errors."""
+    key = ["request_id", "post_id"]
+    (first, frame), *others = scores.items()
+    pairs = frame.select(key)
+    for role, other in others:
+        diff = other.select(key).join(pairs, on=key, how="anti").vstack(
+            pairs.join(other.select(key), on=key, how="anti"))
+        if diff.height:
+            raise ValueError(f"{sources[role]}: columns (request_id, post_id): {diff.height} pairs "
+                             f"differ from {sources[first]}'s (first: {diff.head(3).rows()}); "
+                             "without data.candidates the score files name the candidates and "
+                             "must agree")
+    shown = impressions.select(key).join(pairs, on=key, how="anti")
+    if shown.height:
+        raise ValueError(f"{sources[first]}: columns (request_id, post_id): {shown.height} shown "
+                         f"posts have no score (first: {shown.head(3).rows()}); without "
+                         "data.candidates the score files name the candidates, shown posts "
+                         "included")
+    return pairs
+
+
+def check_logging_form(impressions: pl.DataFrame, candidates: pl.DataFrame, temperature: float,
+                       epsilon: float, tol: float = 1e-6) -> None:
+    """The declared logging policy (Plackett-Luce at `temperature` with epsilon-uniform
+    exploration over candidates.logging_score) must reproduce the logged top slots'
+    propensities; a ValueError naming data.logging_temperature when it does not."""
+    scored = candidates.select("request_id", "post_id", score="logging_score")
+    probs = top_slot_probabilities(scored, temperature).with_columns(
+        prob=(1 - epsilon) * pl.col("prob") + epsilon / pl.len().over("request_id"))
+    top = impressions.filter(pl.col("position") == 1).join(
+        probs, on=["request_id", "post_id"], how="left")
+    bad = top.filter((pl.col("prob") - pl.col("propensity")).abs() > tol)
+    if bad.height:
+        worst = float((bad["prob"] - bad["propensity"]).abs().max())
+        raise ValueError(
+            f"data.logging_temperature: Plackett-Luce at temperature {temperature} with epsilon "
+            f"{epsilon} over the candidates' logging_score gives top-slot probabilities that "
+            f"differ from impressions.propensity in {bad.height} of {top.height} requests (by up "
+            f"to {worst:.3g}; first (request_id, propensity, declared): "
+            f"{bad.select('request_id', 'propensity', 'prob').head(3).rows()})")
 
 
 def top_slot_probabilities(scored: pl.DataFrame, temperature: float) -> pl.DataFrame:

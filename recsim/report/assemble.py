@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,41 +26,47 @@ class RunResults:
 
     cfg: DictConfig  # the composed Hydra config
     sim: object  # recsim.ope.config.SimConfig
-    world_cfg: object
+    world_cfg: object  # None: not the synthetic world (data=logs)
     embed_cfg: object
     retrieval_cfg: object
     ranker_cfg: object
-    world: object  # recsim.world.world.World
-    post_vectors: object  # embeddings.post_vectors.PostVectors
-    retrieval: object  # ranker.retrieval.recall.RetrievalResult
-    rankers: dict  # role -> ranker.train.TrainedRanker
+    world: object  # recsim.world.world.World, or recsim.world.logs.Logs (data=logs)
+    post_vectors: object  # embeddings.post_vectors.PostVectors; None: no embeddings step
+    retrieval: object  # ranker.retrieval.recall.RetrievalResult; None: no retrieval step
+    rankers: dict  # role -> ranker.train.TrainedRanker (roles with a score file: none)
     served: object  # recsim.ope.offline.Served
     offline: object  # recsim.ope.offline.OfflineResult
-    truth: object  # recsim.ope.offline.TrueValues
+    truth: object  # recsim.ope.offline.TrueValues; None: no truth (estimates only)
     timings: dict[str, float]
     engaged: object  # the evaluation period's engagements (member_id, post_id, timestamp, ...)
+    skipped: list[str] = field(default_factory=list)  # "step: why", one line per skipped step
+    seed: int | None = None  # None: the world's
 
 
 def build_report(r: RunResults) -> dict:
     """The report (recsim/report/report.schema.json documents every field); the composed config
     is stored once, under "config" (the Markdown and HTML render it as YAML)."""
     names = {"control": r.sim.control.name, "treatment": r.sim.treatment.name}
+    tables = {name: getattr(r.world, name) for name in ("posts", "members", "impressions",
+                                                         "candidates")}
     report = {
         "schema_version": SCHEMA_VERSION,
-        "seed": r.world_cfg.seed,
+        "seed": r.world_cfg.seed if r.seed is None else r.seed,
+        "data": _data_section(r),
         "sim": _sim_section(r),
         **_estimate_sections(r, names),
-        "truth": _truth_section(r),
+        "truth": None if r.truth is None else _truth_section(r),
         "support": _support_section(r, names),
         "funnel": _funnel_section(r, names),
-        "retrieval": _retrieval_section(r),
+        "retrieval": None if r.retrieval is None else _retrieval_section(r),
         "ranker": _ranker_section(r),
-        "world": {"posts": r.world.posts.height, "members": r.world.members.height,
+        "world": {"posts": r.world.posts.height,
+                  "members": None if r.world.members is None else r.world.members.height,
                   "impressions": r.world.impressions.height,
-                  "ctr": float(r.world.impressions["click"].mean())},
-        "embeddings": _embeddings_section(r),
-        "fingerprints": {name: fingerprint(getattr(r.world, name))
-                         for name in ("posts", "members", "impressions", "candidates")},
+                  "ctr": float(r.world.impressions["click"].mean())
+                  if "click" in r.world.impressions.columns else None},
+        "embeddings": None if r.post_vectors is None else _embeddings_section(r),
+        "fingerprints": {name: fingerprint(t) for name, t in tables.items() if t is not None},
         "timings": r.timings,
         "versions": package_versions(),
         "config": OmegaConf.to_container(r.cfg, resolve=True),
@@ -68,6 +74,13 @@ def build_report(r: RunResults) -> dict:
     objective = OmegaConf.select(r.cfg, "report.objective", default="verdict")
     report["objective"] = {"name": objective, "value": objective_value(report, objective)}
     return report
+
+
+def _data_section(r: RunResults) -> dict:
+    """The data source, its files (data=logs) and the steps it could not feed."""
+    files = getattr(r.world, "files", None)
+    return {"source": "world" if files is None else "logs", "files": files or {},
+            "skipped": list(r.skipped), "estimates_only": r.truth is None}
 
 
 def _sim_section(r: RunResults) -> dict:
@@ -96,7 +109,8 @@ def _estimate_sections(r: RunResults, names: dict[str, str]) -> dict:
         return {**dataclasses.asdict(lift), "scope": "slate" if slate else "top slot",
                 "interval": sim.interval,
                 "intervals": {m: list(b) for m, b in r.offline.intervals.get(lift.estimator, {}).items()},
-                "true_lift": r.truth.lift if slate else r.truth.top_slot_lift,
+                "true_lift": None if r.truth is None else
+                r.truth.lift if slate else r.truth.top_slot_lift,
                 "status": _model_status(sim, lift.estimator) or verdict.status(
                     lift.estimator, sim.min_effective_sample_size, ess, share,
                     r.offline.uniform_logging)}
@@ -149,7 +163,7 @@ def _funnel_section(r: RunResults, names: dict[str, str]) -> dict:
                             "top_k": policy.top_k if policy.source == "retrieval" else None,
                             "index": (policy.index or r.retrieval_cfg.index)
                             if policy.source == "retrieval" else None,
-                            "exclude_seen": policy.exclude_seen,
+                            "exclude_seen": policy.exclude_seen, "scores": policy.scores,
                             "temperature": r.served.temperature[role], **stats}
     return out
 
@@ -166,6 +180,8 @@ def _retrieval_section(r: RunResults) -> dict:
 def _ranker_section(r: RunResults) -> dict:
     out = {}
     for role, policy in (("control", r.sim.control), ("treatment", r.sim.treatment)):
+        if role not in r.rankers:  # a score file's policy: no ranker trained here
+            continue
         key, ranker = r.post_vectors.key_of[role], r.rankers[role]
         out[policy.name] = {
             "features": list(policy.features), "encoder": key[0] or "default",

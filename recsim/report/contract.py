@@ -30,7 +30,7 @@ from pathlib import Path, PurePath
 
 import numpy as np
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: "data"; truth, retrieval, embeddings null for data=logs
 SCHEMA_FILE = "report.schema.json"
 
 # Objectives beside an estimator's name (that estimator's lift).

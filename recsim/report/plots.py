@@ -50,18 +50,20 @@ def _forest(ax, labels, values, lows, highs, truth=None):
 def lifts_figure(r: dict) -> str:
     """The online test first, then each offline estimator; a red cross marks the true lift of
     what each row estimates (the whole slate, or the top slot for the top-slot family)."""
-    online = r["truth"]["online_ab"]
-    rows = [{"estimator": "online test (simulated)", "lift": online["lift"],
-             "ci_low": online["ci_low"], "ci_high": online["ci_high"],
-             "true_lift": r["truth"]["lift"]}] + r["lifts"]
+    online = r["truth"]["online_ab"] if r.get("truth") else None
+    rows = ([{"estimator": "online test (simulated)", "lift": online["lift"],
+              "ci_low": online["ci_low"], "ci_high": online["ci_high"],
+              "true_lift": r["truth"]["lift"]}] if online else []) + r["lifts"]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.4))
     labels = [f"{x['estimator']} ({x['scope']})" if "scope" in x else x["estimator"] for x in rows]
     _forest(ax, labels, [x["lift"] for x in rows], [x["ci_low"] for x in rows],
             [x["ci_high"] for x in rows])
     y = list(range(len(rows)))[::-1]
-    ax.scatter([100 * x["true_lift"] for x in rows], y, marker="x", color="#c0392b", zorder=3,
-               label="true lift (user model)")
-    ax.legend(loc="best", fontsize=8)
+    known = [(100 * x["true_lift"], yi) for x, yi in zip(rows, y) if x.get("true_lift") is not None]
+    if known:  # no truth (data=logs): no crosses
+        ax.scatter(*zip(*known), marker="x", color="#c0392b", zorder=3,
+                   label="true lift (user model)")
+        ax.legend(loc="best", fontsize=8)
     ax.set_title(f"Lift of treatment over control, with {level_pct(r['sim']['alpha'])} intervals")
     return _png(fig)
 
@@ -83,7 +85,8 @@ def segments_figure(r: dict) -> str:
     seg = r["segments"]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(seg) + 1.4))
     _forest(ax, [f"{s['segment']}={s['value']}" for s in seg], [s["lift"] for s in seg],
-            [s["ci_low"] for s in seg], [s["ci_high"] for s in seg], r["truth"]["top_slot"]["lift"])
+            [s["ci_low"] for s in seg], [s["ci_high"] for s in seg],
+            r["truth"]["top_slot"]["lift"] if r.get("truth") else None)
     level = level_pct(r["sim"]["alpha"] / len(seg))
     ax.set_title(f"Lift per segment ({level} intervals: alpha / m, m = {len(seg)} segments)")
     return _png(fig)
@@ -113,9 +116,11 @@ def evidence_figure(r: dict) -> str:
 
 def report_figures(r: dict) -> dict[str, list[tuple[str, str]]]:
     """Section figure name -> [(base64 PNG, caption)]."""
-    out = {"lifts": [(lifts_figure(r), "The simulated online test and each offline estimator, "
-                      "with its interval; crosses: the true lift of what the row estimates")],
-           "evidence": [(evidence_figure(r), "Retrieval recall@K and ranker metrics")]}
+    caption = ("The simulated online test and each offline estimator, with its interval; "
+               "crosses: the true lift of what the row estimates")
+    out = {"lifts": [(lifts_figure(r), caption)]}
+    if r.get("retrieval"):  # data=logs has no retrieval or ranker step
+        out["evidence"] = [(evidence_figure(r), "Retrieval recall@K and ranker metrics")]
     if r.get("weights"):
         out["weights"] = [(weights_figure(r), "Distribution of importance weights per policy")]
     if r.get("segments"):

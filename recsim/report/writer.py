@@ -73,17 +73,40 @@ def _sections(r: dict) -> list[dict]:
 
     In page order; a section whose data the report lacks (segments, ranker heads) is left out.
     """
-    sections = [answer_section(r), _lifts_section(r), funnel_section(r), _values_section(r),
-                _segments_section(r),
+    sections = [answer_section(r) if r.get("truth") else None, _data_section(r),
+                _lifts_section(r), funnel_section(r), _values_section(r), _segments_section(r),
                 _evidence_section(r), _heads_section(r), _reproduce_section(r)]
     return [sec for sec in sections if sec is not None]
+
+
+def _data_section(r: dict) -> dict | None:
+    """The data source's files and the steps it could not feed; None when none was skipped."""
+    data = r.get("data") or {}
+    if not data.get("skipped"):
+        return None
+    files = ", ".join(f"{k} `{v}`" for k, v in data.get("files", {}).items())
+    return {
+        "title": "Data and skipped steps",
+        "text": [f"Data: {data['source']}" + (f" ({files})." if files else ".")]
+        + ([("**Estimates only**: the data has no user model, so no figure below is checked "
+             "against a truth.")] if data.get("estimates_only") else []),
+        "headers": [], "rows": [], "notes": [f"Skipped: {line}." for line in data["skipped"]],
+    }
+
+
+def _true(lift: dict) -> list[str]:
+    """The row's true lift and whether its interval covers it; "-" without a truth."""
+    if lift.get("true_lift") is None:
+        return ["-", "-"]
+    inside = lift["ci_low"] <= lift["true_lift"] <= lift["ci_high"]
+    return [pct(lift["true_lift"]), "yes" if inside else "NO"]
 
 
 def _lifts_section(r: dict) -> dict:
     """Each estimator's lift of treatment over control from the log, beside its ground truth."""
     sim, truth = r["sim"], r["truth"]
     level = level_pct(sim["alpha"])
-    online = truth["online_ab"]
+    online = truth["online_ab"] if truth else None
     return {
         "title": "Offline estimates from the log",
         "text": [f"Seed {r['seed']}. Metric: **{sim['metric']}** per request over "
@@ -95,21 +118,21 @@ def _lifts_section(r: dict) -> dict:
                  "where the estimate's status is ok."],
         "headers": ["estimator", "scope", "control", "treatment", "lift", "interval", "p-value",
                     "MDE", "true lift", "inside?", "status"],
-        "rows": [["online test (simulated)", "slate", f"{online['control_mean']:.4f}",
+        "rows": ([["online test (simulated)", "slate", f"{online['control_mean']:.4f}",
                   f"{online['treatment_mean']:.4f}", pct(online["lift"]),
                   f"[{pct(online['ci_low'])}, {pct(online['ci_high'])}]",
-                  f"{online['p_value']:.3f}", f"{100 * online['mde']:.1f}%", pct(truth["lift"]),
-                  "yes" if online["ci_low"] <= truth["lift"] <= online["ci_high"] else "NO", "ok"]]
+                  f"{online['p_value']:.3f}", f"{100 * online['mde']:.1f}%",
+                  *_true({**online, "true_lift": truth["lift"]}), "ok"]] if truth else [])
         + [[lift["estimator"], lift.get("scope", "top slot"), f"{lift['control']['value']:.4f}",
             f"{lift['treatment']['value']:.4f}", pct(lift["lift"]),
             f"[{pct(lift['ci_low'])}, {pct(lift['ci_high'])}]",
             f"{lift['p_value']:.3f}" if lift.get("status", "ok") == "ok" else "-",
-            f"{100 * lift.get('mde', float('nan')):.1f}%", pct(lift["true_lift"]),
-            "yes" if lift["ci_low"] <= lift["true_lift"] <= lift["ci_high"] else "NO",
+            f"{100 * lift.get('mde', float('nan')):.1f}%", *_true(lift),
             lift.get("status", "ok")]
            for lift in r["lifts"]],
         "notes": [f"True lifts: whole slate {pct(truth['lift'])}, top slot "
-                  f"{pct(truth['top_slot']['lift'])} (the user model's expectation)."],
+                  f"{pct(truth['top_slot']['lift'])} (the user model's expectation)."]
+        if truth else ["No truth in this data: estimates only."],
         "figure": "lifts",
     }
 
@@ -128,14 +151,15 @@ def _values_section(r: dict) -> dict:
                   f"{e['diagnostics']['max_weight']:.1f}",
                   f"{e['diagnostics'].get('mean_weight', float('nan')):.3f}",
                   f"{e['diagnostics'].get('unsupported_mass', 0.0):.3f}"] for e in r["estimates"]]
-        + [["logging (truth, top slot)", "user model", f"{truth['logging']:.4f}", "", "", "", "",
-            ""]],
-        "notes": _values_notes(r["estimates"], r["sim"].get("min_effective_sample_size", 100)),
+        + ([["logging (truth, top slot)", "user model", f"{truth['logging']:.4f}", "", "", "",
+             "", ""]] if truth else []),
+        "notes": _values_notes(r["estimates"], r["sim"].get("min_effective_sample_size", 100),
+                               truth=bool(truth)),
         "figure": "weights",
     }
 
 
-def _values_notes(estimates: list[dict], min_ess: float) -> list[str]:
+def _values_notes(estimates: list[dict], min_ess: float, truth: bool = True) -> list[str]:
     """Warnings for policies with a small effective sample size or unsupported mass."""
     notes = []
     thin = sorted({e["policy"] for e in estimates
@@ -152,8 +176,9 @@ def _values_notes(estimates: list[dict], min_ess: float) -> list[str]:
         notes.append(
             f"**Warning**: {', '.join(unsupported)} put mass on actions the logging policy never "
             "shows; importance-weighted estimates cannot see that mass and are biased.")
-    notes.append("The logging rows are a sanity check: the on-policy mean of the log "
-                 "against the user model's expectation for the same slates.")
+    if truth:
+        notes.append("The logging rows are a sanity check: the on-policy mean of the log "
+                     "against the user model's expectation for the same slates.")
     return notes
 
 
@@ -181,7 +206,11 @@ def _recall_text(recall: dict) -> str:
 
 def _evidence_section(r: dict) -> dict:
     """Retrieval recall and each ranker's offline metrics, and the world's size."""
-    rec = r["retrieval"]
+    rec, world = r.get("retrieval"), r["world"]
+    if rec is None:  # no retrieval step (data=logs): the data's size only
+        return {"title": "Evidence", "text": [], "headers": [], "rows": [], "notes": [
+            f"Log: {world['posts']:,} posts, {world['impressions']:,} impressions"
+            + (f" (CTR {world['ctr']:.3f})" if world.get("ctr") is not None else "") + "."]}
     by_policy = rec.get("recall_by_policy", {})
     per_encoder = ([f"With {name}'s post embeddings: {_recall_text(recall)}."
                     for name, recall in by_policy.items()]

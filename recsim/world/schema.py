@@ -174,7 +174,8 @@ def validate(
             values of that column outside it are reported as unknown ids.
 
     Checks, in order: empty table, missing columns, wrong dtypes, nulls where not allowed,
-    value checks (propensity in (0, 1], positions >= 1, ...), duplicate keys, unknown ids.
+    NaN or infinite floats, value checks (propensity in (0, 1], positions >= 1, ...),
+    duplicate keys, unknown ids.
     """
     source = str(source)
     if frame.height == 0:
@@ -215,6 +216,11 @@ def _value_problems(frame: pl.DataFrame, schema: TableSchema, typed_ok: set[str]
         n_null = values.null_count()
         if n_null and not col.nullable:
             problems.append(f"column '{col.name}': {n_null} null values, nulls are not allowed")
+        if values.dtype.is_float():  # NaN passes every comparison check in polars
+            bad = values.filter(values.is_not_null() & ~values.is_finite())
+            if bad.len():
+                problems.append(f"column '{col.name}': {bad.len()} NaN or infinite values "
+                                f"(first: {_preview(bad)})")
         if col.check is not None:
             bad = frame.filter(col.check.not_() & pl.col(col.name).is_not_null())[col.name]
             if bad.len():
@@ -251,22 +257,6 @@ def _unknown_id_problems(frame: pl.DataFrame, known_ids: dict[str, pl.Series],
                     f"column '{name}': {unknown.len()} unknown ids (first: {_preview(unknown)})"
                 )
     return problems
-
-
-def read_table(
-    path: str | Path, schema: TableSchema, known_ids: dict[str, pl.Series] | None = None
-) -> pl.DataFrame:
-    """Read a parquet or CSV file and validate it; errors name the file."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file ({schema.name} table)")
-    if path.stat().st_size == 0:
-        raise SchemaError(str(path), [f"{schema.name} file is empty (0 bytes)"])
-    if path.suffix == ".csv":
-        frame = pl.read_csv(path, try_parse_dates=True)
-    else:
-        frame = pl.read_parquet(path)
-    return validate(frame, schema, path, known_ids)
 
 
 def lookup_sorted(sorted_ids: np.ndarray, ids: np.ndarray, name: str) -> np.ndarray:
