@@ -278,8 +278,10 @@ def weight_ensemble(base_dir: str | Path, tuned_dir: str | Path, alpha: float,
         log.info("reusing %s", out)
         return out
     base, tuned = load_file(base_dir / "model.safetensors"), load_file(tuned_dir / "model.safetensors")
+    # A non-float buffer saved with the base only (older checkpoints' `position_ids`) is not a weight.
     mismatched = sorted(k for k in base.keys() | tuned.keys()
-                        if k not in base or k not in tuned or base[k].shape != tuned[k].shape)
+                        if (k not in base or (k not in tuned and base[k].is_floating_point())
+                            or (k in tuned and base[k].shape != tuned[k].shape)))
     if mismatched:
         raise ValueError(f"{tuned_dir} is not a fine-tune of {base_dir}: parameters differ in "
                          f"name or shape: {mismatched[:5]}")
