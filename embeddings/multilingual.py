@@ -33,15 +33,14 @@ models_dir/e5-multitask-cv, so a rerun (or a second process with other `models`)
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 import numpy as np
 import polars as pl
 from sklearn.metrics import f1_score
 
-from embeddings.evaluate import (EvalConfig, embed_all, eval_dims, knn_predict, label_ranks,
-                                 sample_rows, truncate)
+from embeddings.crossval import TextVectors, eval_texts, paired_bootstrap
+from embeddings.evaluate import EvalConfig
 from embeddings.tasks import TASK_SPECS, Task
 
 log = logging.getLogger(__name__)
@@ -103,29 +102,7 @@ def task_language(name: str) -> str:
     return TASK_SPECS[name].lang or "all"
 
 
-# --- 2. folds --------------------------------------------------------------------------------
-
-def text_hash(text: str, seed: int) -> int:
-    return int.from_bytes(hashlib.sha1(f"{seed}:{text}".encode()).digest()[:8], "little")
-
-
-def fold_of(text: str, k: int, seed: int) -> int:
-    return text_hash(text, seed) % k
-
-
-def fold_view(task: Task, fold: int, k: int, seed: int, validation_share: int = 10) -> Task:
-    """`task` with every labelled text redistributed: test = the texts of `fold`; validation =
-    one in `validation_share` of the others (by hash; only a loss figure during training);
-    train = the rest. The corpus's own splits are pooled first."""
-    rows = pl.concat([task.splits[s] for s in ("train", "validation", "test")]).unique(
-        "text", keep="first", maintain_order=True)
-    h = pl.Series([text_hash(t, seed) for t in rows["text"]], dtype=pl.UInt64)
-    in_fold = (h % k) == fold
-    validation = ~in_fold & (((h // k) % validation_share) == 0)
-    return Task(task.name, task.labels, task.descriptions,
-                {"test": rows.filter(in_fold), "validation": rows.filter(validation),
-                 "train": rows.filter(~in_fold & ~validation)})
-
+# --- 2. folds (embeddings/crossval.py: fold_of, fold_view) ---------------------------------
 
 def cross_lingual_queries(corpus: pl.DataFrame) -> pl.DataFrame:
     """(text, lang, topic): speeches and comments in de / es / nl / sl with a query topic."""
@@ -143,51 +120,10 @@ def english_pool(english: pl.DataFrame, n_per_topic: int, seed: int) -> pl.DataF
 
 # --- 4. per-fold predictions -----------------------------------------------------------------
 
-class TextVectors:
-    """Unit vectors of a set of texts, looked up by text."""
-
-    def __init__(self, texts: list[str], vectors: np.ndarray):
-        self.row = {t: i for i, t in enumerate(texts)}
-        self.vectors = vectors
-
-    @classmethod
-    def embed(cls, encoder, texts, batch_size: int) -> "TextVectors":
-        unique = list(dict.fromkeys(texts))  # each text embedded once
-        return cls(unique, embed_all(encoder, unique, batch_size))
-
-    def __call__(self, texts, dim: int | None = None) -> np.ndarray:
-        v = self.vectors[[self.row[t] for t in texts]]
-        return truncate(v, dim) if dim is not None and dim < v.shape[1] else v
-
-
-def support_set(task: Task, cfg: EvalConfig) -> pl.DataFrame:
-    """The kNN neighbours: a seeded sample of `n_support` training texts (the same for every model)."""
-    return sample_rows(task.splits["train"], cfg.n_support, cfg.seed)
-
-
 def texts_needed(views: dict[str, Task], queries: pl.DataFrame, pool: pl.DataFrame,
                  cfg: EvalConfig) -> list[str]:
     """Every text one fold's evaluation embeds: test texts, neighbours, labels, the pool."""
-    texts = []
-    for task in views.values():
-        texts += task.splits["test"]["text"].to_list() + support_set(task, cfg)["text"].to_list()
-        texts += task.descriptions
-    return texts + queries["text"].to_list() + pool["text"].to_list()
-
-
-def fold_predictions(vectors: TextVectors, views: dict[str, Task], cfg: EvalConfig) -> pl.DataFrame:
-    """One row per (task, test text, dim): label, kNN prediction, rank of the true label."""
-    frames = []
-    for name, task in views.items():
-        support, test = support_set(task, cfg), task.splits["test"]
-        y_s, y_t = support["label_index"].to_numpy(), test["label_index"].to_numpy()
-        for dim in eval_dims(cfg, vectors.vectors.shape[1]):
-            t = vectors(test["text"], dim)
-            pred = knn_predict(t, vectors(support["text"], dim), y_s, len(task.labels), cfg.knn_k)
-            ranks = label_ranks(t, vectors(task.descriptions, dim), y_t)
-            frames.append(pl.DataFrame({"task": name, "dim": dim, "text": test["text"],
-                                        "label": y_t, "pred": pred, "rank": ranks}))
-    return pl.concat(frames)
+    return eval_texts(views, cfg) + queries["text"].to_list() + pool["text"].to_list()
 
 
 def cross_lingual_hits(vectors: TextVectors, queries: pl.DataFrame, pool: pl.DataFrame,
@@ -204,16 +140,6 @@ def cross_lingual_hits(vectors: TextVectors, queries: pl.DataFrame, pool: pl.Dat
 
 
 # --- 5. summary ------------------------------------------------------------------------------
-
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int,
-                     alpha: float = 0.05) -> tuple[float, float, float]:
-    """mean(a - b) and its percentile interval, resampling the paired items."""
-    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), (n_boot, len(diff)))].mean(axis=1)
-    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return float(diff.mean()), float(lo), float(hi)
-
 
 def summarize(predictions: pl.DataFrame, n_boot: int = 2000, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """(per model and task at full dimension: n, accuracy, macro-F1, MRR;

@@ -28,7 +28,7 @@ the labels are language-specific):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -115,6 +115,7 @@ class Task:
     labels: list[str]  # label ids, sorted
     descriptions: list[str]  # one per label, same order
     splits: dict[str, pl.DataFrame]  # split -> (text, label_index)
+    _neighbours: dict = field(default_factory=dict, repr=False, compare=False)
 
     def sample_pairs(self, rng: np.random.Generator, batch_size: int, kind: str,
                      split: str = "train") -> tuple[list[str], list[str], np.ndarray]:
@@ -123,20 +124,53 @@ class Task:
         kind "label": positive = the anchor label's description;
         kind "text":  positive = another text of the same split with the same label.
         """
-        part = self.splits[split]
-        if part.height == 0:
-            raise ValueError(f"task {self.name}: no {split} texts to sample pairs from")
-        idx = rng.integers(0, part.height, batch_size)
+        part, idx = self._draw(rng, batch_size, split)
         anchors = part["text"].gather(idx).to_list()
         labels = part["label_index"].to_numpy()[idx]
         if kind == "label":
             return anchors, [self.descriptions[i] for i in labels], labels
         if kind != "text":
             raise ValueError(f"pair kind must be 'label' or 'text', got {kind!r}")
+        return anchors, part["text"].gather(self._partners(rng, idx, labels, split)).to_list(), labels
+
+    def sample_triplets(self, rng: np.random.Generator, batch_size: int, pool: int,
+                        split: str = "train") -> tuple[list[str], list[str], np.ndarray, list[str], np.ndarray]:
+        """A text-pair batch with one hard negative per anchor: (anchors, positives, anchor
+        labels, negatives, negative labels). Each negative is a text of the same split with
+        another label, drawn from the anchor's `pool` most similar ones (embeddings/negatives.py)."""
+        from embeddings.negatives import draw_negatives
+
+        part, idx = self._draw(rng, batch_size, split)
+        labels = part["label_index"].to_numpy()
+        positives = self._partners(rng, idx, labels[idx], split)
+        negatives = draw_negatives(rng, self.other_label_neighbours(split, pool), idx)
+        text = part["text"]
+        return (text.gather(idx).to_list(), text.gather(positives).to_list(), labels[idx],
+                text.gather(negatives).to_list(), labels[negatives])
+
+    def other_label_neighbours(self, split: str, pool: int) -> np.ndarray:
+        """[rows of `split`, pool]: each row's most similar other-label rows (computed once)."""
+        from embeddings.negatives import other_label_neighbours
+
+        key = (split, pool)
+        if key not in self._neighbours:
+            part = self.splits[split]
+            self._neighbours[key] = other_label_neighbours(part["text"].to_list(),
+                                                           part["label_index"].to_numpy(), pool)
+        return self._neighbours[key]
+
+    def _draw(self, rng: np.random.Generator, batch_size: int, split: str) -> tuple[pl.DataFrame, np.ndarray]:
+        part = self.splits[split]
+        if part.height == 0:
+            raise ValueError(f"task {self.name}: no {split} texts to sample pairs from")
+        return part, rng.integers(0, part.height, batch_size)
+
+    def _partners(self, rng: np.random.Generator, idx: np.ndarray, labels: np.ndarray,
+                  split: str) -> list[int]:
+        """For each anchor row, a random row of the split with the same label."""
         rows_by_label = self.rows_by_label[split]
-        partner = [int(rows[rng.integers(0, len(rows))]) if len(rows) else int(i)
-                   for i, rows in zip(idx, (rows_by_label[j] for j in labels))]
-        return anchors, part["text"].gather(partner).to_list(), labels
+        return [int(rows[rng.integers(0, len(rows))]) if len(rows) else int(i)
+                for i, rows in zip(idx, (rows_by_label[j] for j in labels))]
 
     @cached_property
     def rows_by_label(self) -> dict[str, list[np.ndarray]]:

@@ -2,8 +2,11 @@
 
 Each step picks one task (proportional to its size, round-robin, or by a temperature over
 sizes), draws a task-homogeneous batch of pairs (text <-> label description, or text <-> text
-of the same label), and minimises the Matryoshka InfoNCE with in-batch negatives, same-label
-negatives masked, under bf16 autocast on CPUs that have it.
+of the same label, optionally with one mined hard negative per anchor: a text of the same task
+with another label, embeddings/negatives.py), and minimises the Matryoshka InfoNCE with in-batch
+negatives, same-label negatives masked, under bf16 autocast on CPUs that have it. A batch larger
+than `mini_batch_size` goes through gradient caching (embeddings/gradcache.py): the same
+gradient as the whole batch at once, the memory of one mini-batch.
 
 The output directory loads with both `transformers.AutoModel` and
 `sentence_transformers.SentenceTransformer`, and holds a model card (README.md) with the
@@ -24,7 +27,8 @@ import torch
 from tqdm.auto import tqdm
 
 from embeddings.encoder import EncoderConfig
-from embeddings.losses import matryoshka_info_nce
+from embeddings.gradcache import cached_backward
+from embeddings.losses import matryoshka_info_nce, same_key
 from embeddings.tasks import Task
 from embeddings.tower import TextTower
 
@@ -48,6 +52,9 @@ class TrainConfig:
     label_pair_share: float = 0.5  # share of batches pairing texts with label descriptions
     matryoshka_dims: list[int] = field(default_factory=lambda: [384, 128, 64, 50])
     scale: float = 20.0  # inverse temperature of the InfoNCE logits
+    mini_batch_size: int | None = None  # GradCache mini-batch (texts per forward); None: no caching
+    hard_negatives: bool = False  # text pairs get one mined other-label negative per anchor
+    hard_negative_pool: int = 20  # the negative is drawn from the anchor's this many nearest
     freeze_embeddings: bool = True  # keep the word-embedding table fixed (faster, less drift)
     precision: str = "auto"  # auto | bf16 | fp32 (autocast dtype on CPU)
     checkpoint_every: int = 100
@@ -74,6 +81,8 @@ class TrainConfig:
         checks.between("training.label_pair_share", self.label_pair_share, 0, 1)
         checks.all_at_least("training.matryoshka_dims", self.matryoshka_dims, 1)
         checks.positive("training.scale", self.scale)
+        checks.at_least("training.mini_batch_size", self.mini_batch_size, 1, optional=True)
+        checks.at_least("training.hard_negative_pool", self.hard_negative_pool, 1)
         checks.one_of("training.precision", self.precision, PRECISIONS)
         checks.at_least("training.checkpoint_every", self.checkpoint_every, 1)
         checks.at_least("training.validation_batches", self.validation_batches, 1)
@@ -109,6 +118,42 @@ def pair_loss(tower: TextTower, cfg: TrainConfig, anchors: list[str], positives:
     return matryoshka_info_nce(tower.encode(anchors, cfg.max_length),
                                tower.encode(positives, cfg.max_length),
                                torch.as_tensor(labels), dims, cfg.scale)
+
+
+def sample_batch(task: Task, rng: np.random.Generator, cfg: TrainConfig, kind: str) -> tuple:
+    """(anchors, positives, labels, negatives, negative labels) of one step; the negatives are
+    None unless `cfg.hard_negatives` and the batch pairs texts with texts."""
+    if cfg.hard_negatives and kind == "text":
+        return task.sample_triplets(rng, cfg.batch_size, cfg.hard_negative_pool)
+    return (*task.sample_pairs(rng, cfg.batch_size, kind), None, None)
+
+
+def backward(tower: TextTower, cfg: TrainConfig, batch: tuple) -> torch.Tensor:
+    """Backpropagate one batch's Matryoshka InfoNCE into the tower; return the loss (detached).
+
+    Hard negatives are extra candidate columns of every row; one that shares row j's label is
+    masked out of row j (it is not a negative there). With `cfg.mini_batch_size` below the
+    batch, the gradient is computed by gradient caching (embeddings/gradcache.py)."""
+    anchors, positives, labels, negatives, negative_labels = batch
+    dims = [d for d in cfg.matryoshka_dims if d <= tower.dim]
+    labels = torch.as_tensor(labels)
+    groups = [anchors, positives] + ([negatives] if negatives is not None else [])
+    exclude = None
+    if negatives is not None:
+        exclude = torch.cat([torch.zeros(len(anchors), len(positives), dtype=torch.bool),
+                             same_key(labels, torch.as_tensor(negative_labels))], dim=1)
+
+    def loss_fn(a, p, n=None):
+        return matryoshka_info_nce(a, p, labels, dims, cfg.scale, negatives=n, exclude=exclude)
+
+    def encode(texts):
+        return tower.encode(texts, cfg.max_length)
+
+    if cfg.mini_batch_size is not None and max(map(len, groups)) > cfg.mini_batch_size:
+        return cached_backward(encode, groups, loss_fn, cfg.mini_batch_size)
+    loss = loss_fn(*[encode(g) for g in groups])
+    loss.backward()
+    return loss.detach()
 
 
 def validation_batches(tasks: dict[str, Task], cfg: TrainConfig) -> list:
@@ -175,9 +220,8 @@ def train(tasks: dict[str, Task], cfg: TrainConfig, output_dir: str | Path) -> T
         for step in range(start, cfg.steps):
             which = step % len(names) if cfg.sampling == "round_robin" else rng.choice(len(names), p=probs)
             kind = "label" if rng.random() < cfg.label_pair_share else "text"
-            loss = pair_loss(tower, cfg, *tasks[names[which]].sample_pairs(rng, cfg.batch_size, kind))
             opt.zero_grad()
-            loss.backward()
+            loss = backward(tower, cfg, sample_batch(tasks[names[which]], rng, cfg, kind))
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
@@ -234,8 +278,10 @@ def weight_ensemble(base_dir: str | Path, tuned_dir: str | Path, alpha: float,
         log.info("reusing %s", out)
         return out
     base, tuned = load_file(base_dir / "model.safetensors"), load_file(tuned_dir / "model.safetensors")
+    # A non-float buffer saved with the base only (older checkpoints' `position_ids`) is not a weight.
     mismatched = sorted(k for k in base.keys() | tuned.keys()
-                        if k not in base or k not in tuned or base[k].shape != tuned[k].shape)
+                        if (k not in base or (k not in tuned and base[k].is_floating_point())
+                            or (k in tuned and base[k].shape != tuned[k].shape)))
     if mismatched:
         raise ValueError(f"{tuned_dir} is not a fine-tune of {base_dir}: parameters differ in "
                          f"name or shape: {mismatched[:5]}")

@@ -167,29 +167,6 @@ def test_knn_and_label_ranks_known_answers():
     assert label_ranks(test, labels, np.array([0, 0])).tolist() == [1, 2]
 
 
-def test_comparison_targets_are_computed_from_the_table():
-    import polars as pl
-
-    from recsim.jobs.finetune import summarize
-
-    rows = []
-    for task, base, single, multi in [("a", 0.5, 0.6, 0.7), ("b", 0.5, 0.8, 0.7), ("z", 0.4, None, 0.5)]:
-        for model, acc in (("base", base), ("single-task", single), ("multi-task", multi)):
-            if acc is None:
-                continue
-            for dim, factor in ((384, 1.0), (64, 0.96)):
-                rows.append({"model": model, "task": task, "dim": dim,
-                             "knn_accuracy": acc * factor, "mrr": acc})
-    wide, targets = summarize(pl.DataFrame(rows), ["a", "b"], ["z"], full_dim=384)
-    assert targets["multi_beats_base_on_every_task"] is True
-    assert targets["multi_matches_or_beats_single"] == 1 and targets["of_single_tasks"] == 2
-    assert targets["positive_transfer_target_met"] is False
-    assert targets["knn_accuracy_kept_at_64d"] == pytest.approx(0.96)
-    assert wide["task"].to_list() == ["a", "b", "z"]
-    without_single = pl.DataFrame([r for r in rows if r["model"] != "single-task"])
-    assert summarize(without_single, ["a", "b"], ["z"], 384)[1]["positive_transfer_target_met"] is None
-
-
 def test_a_task_without_validation_texts_is_left_out_of_the_validation_loss():
     """A small task's cross-validation fold can have no validation texts (parl_agenda_es)."""
     import numpy as np

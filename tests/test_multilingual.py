@@ -147,7 +147,7 @@ def test_e5_prefix(ml_corpus):
 def test_folds_partition_every_task_the_same_way(ml_corpus):
     import polars as pl
 
-    from embeddings.multilingual import fold_of, fold_view
+    from embeddings.crossval import fold_of, fold_view
     from embeddings.tasks import build_task
 
     k = 5
@@ -176,7 +176,8 @@ def test_fold_predictions_and_cross_lingual_hits_by_hand():
     import polars as pl
 
     from embeddings.evaluate import EvalConfig
-    from embeddings.multilingual import TextVectors, cross_lingual_hits, fold_predictions
+    from embeddings.crossval import TextVectors, fold_predictions
+    from embeddings.multilingual import cross_lingual_hits
     from embeddings.tasks import Task
 
     # Label 0 lives near e0, label 1 near e1; "b?" sits near e0 but is labelled 1.
@@ -205,7 +206,8 @@ def test_fold_predictions_and_cross_lingual_hits_by_hand():
 def test_paired_bootstrap_and_targets_by_hand():
     import polars as pl
 
-    from embeddings.multilingual import paired_bootstrap, summarize
+    from embeddings.crossval import paired_bootstrap
+    from embeddings.multilingual import summarize
     from recsim.jobs.multilingual import render
 
     diff, lo, hi = paired_bootstrap(np.ones(50), np.zeros(50), 200, seed=0)

