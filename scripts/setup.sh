@@ -32,7 +32,9 @@ fi
 PIP="$VENV/bin/python -m pip"
 $PIP install --quiet --upgrade pip
 PIPC="$PIP install --quiet -c constraints.txt"
-$PIPC ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} torch fbgemm-gpu-cpu
+# --retries 1: where the PyTorch index is unreachable (a machine with the wheel on disk, behind
+# a registry mirror) pip would otherwise back off 5 times per package before using the others.
+$PIPC --retries 1 ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} torch fbgemm-gpu-cpu
 $PIPC --no-deps torchrec
 $PIPC -e ".[openvino,dev]"
 data=$($VENV/bin/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["data"])')
