@@ -44,7 +44,7 @@ def help_text(command: str, cwd: Path) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "1000", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run([sys.executable, "-c", code, "--help"], check=False, capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=120)
+                          text=True, cwd=cwd, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from embeddings.config import ModelDirError, check_model_dir
 from recsim.jobs import schemas
-from recsim.paths import project_path
+from recsim.paths import conf_dir, project_path
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 ROOT = CONF.parent
@@ -34,7 +34,7 @@ def _options(group: str) -> list[str]:
 
 
 def _compose(root: str, overrides: list[str]):
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+    with initialize_config_dir(version_base="1.3", config_dir=conf_dir(root)):
         return compose(root, overrides=overrides)
 
 

@@ -287,12 +287,11 @@ def test_default_world_has_no_language_term():
 
 
 def test_multilingual_comparison_config_composes():
-    from pathlib import Path
-
     from hydra import compose, initialize_config_dir
 
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
+    from recsim.paths import conf_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=conf_dir("multilingual")):
         cfg = compose("multilingual", overrides=["training=debug", "evaluation=debug"])
     from embeddings.tasks import MULTILINGUAL_TASKS
 
