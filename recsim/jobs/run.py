@@ -6,6 +6,7 @@
     recsim-run --cfg job                         # print the composed config
     recsim-run data=logs data.posts=... data.impressions=... \\
         sim.control.scores=... sim.treatment.scores=...   # a team's own log and model scores
+    recsim-run data=obd data.campaign=men              # the Open Bandit Dataset sample
 
 `run(cfg, output_dir)` reads top to bottom as the funnel, by data source (conf/data/):
     world  world -> embeddings -> retrieval -> ranker -> policies -> offline estimates ->
@@ -13,6 +14,8 @@
     logs   the team's files -> policies from their score files -> offline estimates -> report;
            the steps that need what the files lack (post embeddings, retrieval and rankers
            trained here, a reward model, the truth) are skipped, each with a line in the report
+    obd    the Open Bandit Dataset: one policy's click rate from the other's log, against its
+           own log (recsim/jobs/run_obd.py); a value check, not a paired lift
 Any error stops the run before the report is written: nothing half-written.
 """
 
@@ -30,6 +33,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from recsim.jobs.run_obd import ObdDataConfig, run_obd
 from recsim.ope import ab
 from recsim.ope.config import SimConfig
 from recsim.paths import CONF_DIR
@@ -59,6 +63,8 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
         from recsim.jobs.run_logs import run_logs
 
         report = run_logs(cfg, sim, data, output_dir)
+    elif isinstance(data, ObdDataConfig):
+        report = run_obd(cfg, sim, data, output_dir)
     else:
         report = run_world(cfg, sim, output_dir)
     _log_summary(report)

@@ -84,9 +84,10 @@ SCHEMAS = {
     "ranker": Schema("ranker.config.RankerConfig", convert="all"),
     "sim": Schema("recsim.ope.config.SimConfig", convert="all"),
     "report": Schema("recsim.jobs.schemas.ReportConfig", target=False),
-    # conf/data/: one schema per source (world, logs), each option file names its own.
+    # conf/data/: one schema per source (world, logs, obd), each option file names its own.
     "data_world": Schema("recsim.world.logs.WorldDataConfig"),
     "data_logs": Schema("recsim.world.logs.LogsConfig"),
+    "data_obd": Schema("recsim.jobs.run_obd.ObdDataConfig"),
     "nearline": Schema("ranker.retrieval.nearline.NearlineConfig", linked=("pool",)),
     "retrieval_sweep": Schema("recsim.jobs.retrieval_sweep.SweepConfig", convert="all"),
     "model": Schema("recsim.jobs.schemas.ModelConfig", target=False),
@@ -101,7 +102,7 @@ SCHEMAS = {
 
 # The schemas each root config composes (conf/<root>.yaml).
 ROOTS = {
-    "config": ("data_world", "data_logs", "world", "embeddings", "retrieval", "ranker", "sim",
+    "config": ("data_world", "data_logs", "data_obd", "world", "embeddings", "retrieval", "ranker", "sim",
                "report"),
     "nearline": ("world", "embeddings", "nearline"),
     "retrieval_sweep": ("world", "embeddings", "retrieval", "retrieval_sweep"),

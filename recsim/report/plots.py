@@ -4,6 +4,7 @@
     weights   distribution of importance weights per policy (log10), share of zero weights
     segments  lift per segment with its (Bonferroni-level) interval
     evidence  retrieval recall@K curve; ranker AUC and normalized entropy
+    obd       data=obd: each estimator's click rate with its interval, the truth as a band
 """
 
 from __future__ import annotations
@@ -114,8 +115,37 @@ def evidence_figure(r: dict) -> str:
     return _png(fig)
 
 
+def obd_figure(r: dict) -> str:
+    """data=obd: each estimator's click rate with its interval; the truth (the evaluated
+    policy's own log) as a dashed line in its shaded interval. Non-finite rows are left out."""
+    o = r["obd"]
+    rows = [x for x in o["rows"]
+            if all(v is not None and math.isfinite(v) for v in (x["estimate"], x["ci_low"],
+                                                                  x["ci_high"]))]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.4))
+    y = list(range(len(rows)))[::-1]
+    v = [x["estimate"] for x in rows]
+    ax.errorbar(v, y, xerr=[[a - x["ci_low"] for a, x in zip(v, rows)],
+                            [x["ci_high"] - a for a, x in zip(v, rows)]],
+                fmt="o", color="#1f5fa8", ecolor="#7aa6d6", capsize=3)
+    truth = o["truth"]
+    ax.axvspan(truth["ci_low"], truth["ci_high"], color="#c0392b", alpha=0.12)
+    ax.axvline(truth["value"], color="#c0392b", ls="--",
+               label=f"truth: {o['evaluation']}'s own log {truth['value']:.4f}")
+    ax.legend(loc="best", fontsize=8)
+    ax.set_yticks(y, [f"{x['estimator']} ({x['status'] if x['status'] == 'ok' else 'not ok'})"
+                      for x in rows])
+    ax.set_xlabel("click rate")
+    ax.set_title(f"{o['evaluation']} from the {o['behavior']} log, campaign {o['campaign']} "
+                 f"({level_pct(r['sim']['alpha'])} intervals)")
+    return _png(fig)
+
+
 def report_figures(r: dict) -> dict[str, list[tuple[str, str]]]:
     """Section figure name -> [(base64 PNG, caption)]."""
+    if r.get("obd"):  # data=obd: one policy's value, no lift
+        caption = "Each estimator's click rate with its interval; dashed: the truth, shaded: its interval"
+        return {"obd": [(obd_figure(r), caption)]}
     caption = ("The simulated online test and each offline estimator, with its interval; "
                "crosses: the true lift of what the row estimates")
     out = {"lifts": [(lifts_figure(r), caption)]}

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from recsim.report.answer import answer_section, funnel_section
 from recsim.report.contract import to_json
+from recsim.report.obd import obd_section, obd_title
 from recsim.report.tables import level_pct, markdown_table, pct
 
 
@@ -72,7 +73,10 @@ def _sections(r: dict) -> list[dict]:
     """Each section: title, paragraphs (before the table), headers, rows, notes (after), figure.
 
     In page order; a section whose data the report lacks (segments, ranker heads) is left out.
+    A data=obd report (one policy's value, no lift): its data, its answer, how to reproduce it.
     """
+    if r.get("obd"):
+        return [_data_section(r), obd_section(r), _reproduce_section(r)]
     sections = [answer_section(r) if r.get("truth") else None, _data_section(r),
                 _lifts_section(r), funnel_section(r), _values_section(r), _segments_section(r),
                 _evidence_section(r), _heads_section(r), _reproduce_section(r)]
@@ -273,9 +277,14 @@ def _reproduce_section(r: dict) -> dict:
     }
 
 
+def _title(r: dict) -> str:
+    if r.get("obd"):
+        return obd_title(r)
+    return f"Offline A/B report: {r['sim']['treatment']} vs {r['sim']['control']}"
+
+
 def render_markdown(r: dict) -> str:
-    sim = r["sim"]
-    lines = [f"# Offline A/B report: {sim['treatment']} vs {sim['control']}", ""]
+    lines = [f"# {_title(r)}", ""]
     if r.get("verdict"):
         lines += [f"Verdict from the log: {r['verdict']['text']}", ""]
     for sec in _sections(r):
@@ -303,8 +312,7 @@ def render_html(r: dict) -> str:
     from recsim.report import plots  # matplotlib only when an HTML report is written
 
     figures = plots.report_figures(r)
-    sim = r["sim"]
-    title = f"Offline A/B report: {sim['treatment']} vs {sim['control']}"
+    title = _title(r)
     body = [f"<h1>{html.escape(title)}</h1>"]
     if r.get("verdict"):
         body.append(f'<p class="verdict">Verdict from the log: {_inline(r["verdict"]["text"])}</p>')

@@ -84,7 +84,7 @@ def _status(name: str, diagnostics: dict, uniform: bool, min_ess: float) -> str:
 def evaluate_obd(campaign: str = "all", direction: str = "random_to_bts",
                  estimators=DEFAULT_ESTIMATORS, n_boot: int = 500, seed: int = 0,
                  min_ess: float = 100.0, n_sim: int = obd.OBP_N_SIM,
-                 data_dir: str | Path | None = None) -> list[dict]:
+                 data_dir: str | Path | None = None, alpha: float = 0.05) -> list[dict]:
     """Each estimator's estimate of the evaluation policy's click rate from the behaviour log.
 
     Args:
@@ -94,6 +94,7 @@ def evaluate_obd(campaign: str = "all", direction: str = "random_to_bts",
         min_ess: below this effective sample size a status is not ok (recsim/ope/verdict.py).
         n_sim: simulations of the BTS action distribution (obp's 1e6).
         data_dir: the full-size dataset's root; default the obp wheel's sample.
+        alpha: the intervals' level is 1 - alpha (`recsim-run data=obd`: sim.alpha).
     Returns:
         One row per estimator: campaign, direction, behavior, evaluation, estimator, estimate,
         ci_low, ci_high, on_policy (the truth), on_policy_low, on_policy_high, relative_error,
@@ -103,7 +104,7 @@ def evaluate_obd(campaign: str = "all", direction: str = "random_to_bts",
     names = _check_estimators(estimators)
     behavior_log, target_log, dist, uniform = _setup(campaign, direction, n_sim, data_dir)
     behavior, target = DIRECTIONS[direction]
-    boot = Bootstrap(n_boot, seed)
+    boot = Bootstrap(n_boot, seed, alpha)
     truth = on_policy_truth(target_log, boot, f"obd/{target}/{campaign}")
     results = evaluate(names, obd.decisions(behavior_log, dist), boot,
                        source=f"obd/{behavior}/{campaign}")
