@@ -79,9 +79,10 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _stop(nodes: list[subprocess.Popen], temp_dir: str) -> None:
-    """SIGTERM each node's process group (Ray drains for up to 30 s), SIGKILL what is left
-    after 40 s; then any process still naming this cluster's directory (by pid)."""
-    for sig, wait in ((signal.SIGTERM, 40.0), (signal.SIGKILL, 5.0)):
+    """SIGTERM each node's process group, SIGKILL what is left after 10 s (a node drains for
+    up to 30 s first: a test's cluster has nothing to drain); then any process still naming
+    this cluster's directory (a worker outside the group), by pid."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
         for node in nodes:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(node.pid, sig)
