@@ -23,8 +23,15 @@ polars' and numpy's native memory; tracemalloc does not):
 
 Both runs must give the same figures (checked; the table says so).
 
+The policies serve the top slate_size posts by score (--temperature 0, the default here): with
+Plackett-Luce policies (the config's sim.policy_temperature 0.5) the run keeps each
+candidate's probability at each slot for both policies (requests x slots x candidates rows:
+400M per policy at 10M impressions), which no 24 GB machine holds; --temperature 0.5 measures
+that path at a size that fits (1M impressions: about 6 GB). Memory at 0: about 1.8 GB per
+million impressions plus 0.5 GB, so 10M needs a machine with about 20 GB free.
+
     .venv/bin/python benchmarks/bench_logs.py [--rows 10000000] [--world-rows 1000000]
-        [--n-bootstrap 500] [--slate] [--keep DIR]
+        [--temperature 0] [--n-bootstrap 500] [--slate] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -116,7 +123,7 @@ def _read_eagerly(path, what: str) -> pl.LazyFrame:
 
 
 def evaluate(files: dict, out: Path, eager: bool, n_bootstrap: int, slate: bool,
-             temperature: float | None = None) -> dict:
+             temperature: float = 0.0) -> dict:
     """recsim.jobs.run.run on the files with data=logs; the report and run() seconds."""
     from hydra import compose, initialize_config_dir
 
@@ -132,9 +139,7 @@ def evaluate(files: dict, out: Path, eager: bool, n_bootstrap: int, slate: bool,
                                                              "candidates")),
                  f"sim.control.scores={p['production']}", f"sim.treatment.scores={p['candidate']}",
                  "sim.control.name=production", "sim.treatment.name=candidate",
-                 f"sim.n_bootstrap={n_bootstrap}"]
-    if temperature is not None:
-        overrides.append(f"sim.policy_temperature={temperature}")
+                 f"sim.n_bootstrap={n_bootstrap}", f"sim.policy_temperature={temperature}"]
     if slate:
         overrides += [f"data.logging_temperature={files['logging_temperature']}",
                       f"data.logging_epsilon={files['logging_epsilon']}"]
@@ -156,8 +161,8 @@ def _child(args: argparse.Namespace, variant: str, workdir: Path) -> dict:
     cmd = [sys.executable, __file__, "--variant", variant, "--workdir", str(workdir),
            "--rows", str(args.rows), "--world-rows", str(args.world_rows),
            "--noise", str(args.noise), "--seed", str(args.seed),
-           "--n-bootstrap", str(args.n_bootstrap), *(["--slate"] if args.slate else []),
-           *([] if args.temperature is None else ["--temperature", str(args.temperature)])]
+           "--n-bootstrap", str(args.n_bootstrap), "--temperature", str(args.temperature),
+           *(["--slate"] if args.slate else [])]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -185,11 +190,15 @@ def drive(args: argparse.Namespace, workdir: Path) -> None:
     runs = {v: _child(args, v, workdir) for v in ("lazy", "eager")}
     same = _figures(workdir / "report_lazy") == _figures(workdir / "report_eager")
     lazy_report = json.loads((workdir / "report_lazy" / "report.json").read_text())
-    rows = [{"variant": "write files", "wall s": written["wall_seconds"], "run() s": float("nan"),
-             "read s": float("nan"), "peak RSS GB": written["peak_rss_gb"], "same figures": "-"}]
+    nan = float("nan")
+    rows = [{"variant": "write files", "wall s": written["wall_seconds"], "run() s": nan,
+             "read s": nan, "policies s": nan, "estimates s": nan,
+             "peak RSS GB": written["peak_rss_gb"], "same figures": "-"}]
     for variant, r in runs.items():
+        t = r["timings"]
         rows.append({"variant": f"data=logs, {variant}", "wall s": r["wall_seconds"],
-                     "run() s": r["run_seconds"], "read s": r["timings"]["1_data"],
+                     "run() s": r["run_seconds"], "read s": t["1_data"],
+                     "policies s": t["5_policies"], "estimates s": t["6_offline_estimates"],
                      "peak RSS GB": r["peak_rss_gb"], "same figures": str(same)})
     files_gb = _dir_bytes(workdir / "files") / 1e9
     extra = {"rows_in_log": args.rows, "world_rows": min(args.rows, args.world_rows),
@@ -218,9 +227,9 @@ def main() -> None:
                         help="std of the noise added to the logging score: the candidate policy")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-bootstrap", type=int, default=500)
-    parser.add_argument("--temperature", type=float, default=None,
-                        help="both policies' temperature (sim.policy_temperature; default: the "
-                             "config's 0.5, Plackett-Luce; 0: top-N by score)")
+    parser.add_argument("--temperature", type=float, default=0.0,
+                        help="both policies' temperature (sim.policy_temperature): 0 top-N by "
+                             "score; > 0 Plackett-Luce (the config's default is 0.5)")
     parser.add_argument("--slate", action="store_true",
                         help="declare the logging form: the whole-slate estimators run too")
     parser.add_argument("--keep", help="write the files and reports here and keep them")
