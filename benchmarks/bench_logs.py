@@ -27,8 +27,9 @@ The policies serve the top slate_size posts by score (--temperature 0, the defau
 Plackett-Luce policies (the config's sim.policy_temperature 0.5) the run keeps each
 candidate's probability at each slot for both policies (requests x slots x candidates rows:
 400M per policy at 10M impressions), which no 24 GB machine holds; --temperature 0.5 measures
-that path at a size that fits (1M impressions: about 6 GB). Memory at 0: about 1.8 GB per
-million impressions plus 0.5 GB, so 10M needs a machine with about 20 GB free.
+that path at a size that fits (1M impressions: 7.7 GB, 4 minutes on 2 shared cores). Peak
+memory at 0, measured: 2.3 GB at 1M impressions, 9.3 GB at 5M (1.76 GB per million), so 10M
+needs about 18 GB free; the 24 GB machine this was written on, shared, could not give it.
 
     .venv/bin/python benchmarks/bench_logs.py [--rows 10000000] [--world-rows 1000000]
         [--temperature 0] [--n-bootstrap 500] [--slate] [--keep DIR]
