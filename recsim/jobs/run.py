@@ -31,7 +31,7 @@ import hydra
 import polars as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from recsim.jobs.run_obd import ObdDataConfig, run_obd
 from recsim.ope import ab
@@ -59,6 +59,11 @@ def run(cfg: DictConfig, output_dir: str) -> dict:
     """Run the funnel for `cfg` on its data source; write the report into `output_dir`."""
     sim: SimConfig = instantiate(cfg.sim)  # checks its values and its policies', before any work
     data = instantiate(cfg.data)
+    address = OmegaConf.select(cfg, "ray.address", default=None)
+    if sim.ray_shards and address:  # the estimators' Ray tasks on that cluster, whatever the data
+        from embeddings.actors import ensure_ray
+
+        ensure_ray(address)
     if isinstance(data, LogsConfig):
         from recsim.jobs.run_logs import run_logs
 

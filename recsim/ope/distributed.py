@@ -39,10 +39,11 @@ def _summarize_shard(names: list[str], shard: pl.DataFrame, source: str):
     return summarize(names, shard, source)
 
 
-def evaluate_on_ray(names: list[str], frame: pl.DataFrame, boot: Bootstrap, n_shards: int,
-                    alpha: float | None = None,
-                    source: str = "decisions") -> dict[str, tuple[Estimate, np.ndarray]]:
-    """`recsim.ope.estimators.evaluate`, with the row work spread over `n_shards` Ray tasks."""
+def evaluate_on_ray(names: list[str], frame: pl.DataFrame, boot: Bootstrap,
+                    alpha: float | None = None, source: str = "decisions", *,
+                    n_shards: int) -> dict[str, tuple[Estimate, np.ndarray]]:
+    """`recsim.ope.estimators.evaluate`, with the row work spread over `n_shards` Ray tasks
+    (the same positional arguments: recsim.ope.ab.offline_lifts calls either)."""
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     shards = [s for s in shard_by_member(frame, n_shards) if s.height]
