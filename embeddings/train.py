@@ -330,9 +330,12 @@ def write_model_card(out: Path, training: dict, evaluation_markdown: str = "") -
         "---", "",
         f"# Post encoder fine-tuned on {', '.join(c['tasks'])}",
         "",
-        f"Multi-task contrastive fine-tuning (InfoNCE, in-batch negatives, same-label masking, "
+        f"Multi-task contrastive fine-tuning (InfoNCE, in-batch negatives, same-label masking"
+        f"{', mined other-label hard negatives' if c.get('hard_negatives') else ''}, "
         f"Matryoshka dims {c['matryoshka_dims']}) of `{c['base_model_dir'] or 'all-MiniLM-L6-v2'}` "
-        f"for {c['steps']} steps. Validation loss {training['validation_loss_before']:.4f} -> "
+        f"for {c['steps']} steps of {c['batch_size']} pairs"
+        f"{' (gradient caching)' if (c.get('mini_batch_size') or c['batch_size']) < c['batch_size'] else ''}. "
+        f"Validation loss {training['validation_loss_before']:.4f} -> "
         f"{training['validation_loss_after']:.4f}.",
         "",
     ]

@@ -256,3 +256,26 @@ def test_paired_differences_and_targets_by_hand():
     assert met["zero_shot_target_met"] is True  # a tie: 0 >= 0, interval [0, 0]
     assert met["accuracy_kept_at_64d"] == pytest.approx((0.9 + 0.4 + 0.7) / (1.0 + 0.5 + 0.8))
     assert met["matryoshka_64d_target_met"] is False
+
+
+@pytest.mark.parametrize("override, message", [
+    ("wise_alpha=1.5", r"wise_alpha: must be in \[0, 1\], got 1.5"),
+    ("single_task_budget=equal", "single_task_budget: must be one of"),
+    ("primary.multi=multi", r"primary: unknown models \['multi'\]"),
+    ("folds=1", "folds must be >= 2"),
+    ("only_folds=[3]", r"only_folds within 0..2"),
+    ("model.num_layers=2", "model.num_layers: WiSE-FT mixes"),
+    ("training.mini_batch_size=0", "training.mini_batch_size: must be >= 1"),
+    ("training.hard_negative_pool=0", "training.hard_negative_pool: must be >= 1"),
+    ("tasks.zero_shot=[newsgroup_topic]", r"tasks.zero_shot must not be trained on.*newsgroup_topic"),
+])
+def test_the_comparison_refuses_bad_settings_before_any_work(override, message):
+    from hydra import compose, initialize_config_dir
+
+    from recsim.jobs.finetune import check_configs
+    from recsim.paths import CONF_DIR
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose("finetune", overrides=[override])
+    with pytest.raises(ValueError, match=message):
+        check_configs(cfg)

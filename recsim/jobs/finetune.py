@@ -78,6 +78,9 @@ def check_configs(cfg: DictConfig) -> list:
     unknown = sorted({cfg.primary.multi, cfg.primary.single} - set(MODELS))
     if unknown:
         raise ValueError(f"primary: unknown models {unknown}; choose from {list(MODELS)}")
+    if cfg.model.num_layers is not None:
+        raise ValueError("model.num_layers: WiSE-FT mixes each fine-tune with the whole base model; "
+                         "a truncated backbone is not supported by this comparison")
     overlap = set(cfg.tasks.train) & set(cfg.tasks.zero_shot)
     if overlap:
         raise ValueError(f"tasks.zero_shot must not be trained on; also in tasks.train: {sorted(overlap)}")
@@ -145,9 +148,6 @@ def _setup(cfg: DictConfig, eval_cfg: EvalConfig, tcfg: TrainConfig, names: list
     recipe = hashlib.sha256(json.dumps({**dataclasses.asdict(tcfg), **data}, sort_keys=True,
                                        default=str).encode()).hexdigest()[:8]
     models_dir = Path(cfg.models_dir)
-    if tcfg.num_layers and cfg.model.model_dir is None:
-        raise ValueError("model.num_layers: WiSE-FT mixes a fine-tune with the whole base model; "
-                         "truncated backbones are not supported here")
     return _Run(cfg, tcfg, eval_cfg, tasks, cv_views(tasks, k, cfg.seed, eval_cfg.n_test),
                 cfg.model.model_dir or default_model_dir(), models_dir / "lipost-cv" / f"k{k}-{recipe}",
                 models_dir / "lipost-eval",
@@ -211,6 +211,8 @@ def compare(cfg: DictConfig, output_dir: str | Path) -> dict:
               "mini_batch_size": tcfg.mini_batch_size, "single_task_steps_per_fold": budgets,
               "wise_alpha": float(cfg.wise_alpha), "folds": int(cfg.folds), "evaluated_folds": folds}
     markdown = render(table, diffs, met, budget, zero_names, minutes)
+    if len(folds) < int(cfg.folds):
+        markdown = f"Only folds {folds} of {cfg.folds} were run (`only_folds`).\n\n" + markdown
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.md").write_text(f"# LiPost comparison\n\n{markdown}")
