@@ -273,9 +273,9 @@ def test_the_comparison_refuses_bad_settings_before_any_work(override, message):
     from hydra import compose, initialize_config_dir
 
     from recsim.jobs.finetune import check_configs
-    from recsim.paths import CONF_DIR
+    from recsim.paths import conf_dir
 
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+    with initialize_config_dir(version_base="1.3", config_dir=conf_dir("finetune")):
         cfg = compose("finetune", overrides=[override])
     with pytest.raises(ValueError, match=message):
         check_configs(cfg)

@@ -1,5 +1,6 @@
 """The validation harness on a tiny world (the N-seed numbers come from `python -m recsim.jobs.validate`)."""
 
+import numpy as np
 import pytest
 
 from recsim.jobs import validate
