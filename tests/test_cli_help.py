@@ -30,7 +30,7 @@ HYDRA_GROUPS = {
     "recsim-finetune": (FINETUNE, FUNNEL),
     "recsim-multilingual": ({"training", "evaluation"}, FUNNEL),
 }
-ARGPARSE = {"recsim-ablation", "recsim-obd", "recsim-validate"}
+ARGPARSE = {"recsim-ablation", "recsim-obd", "recsim-seeds", "recsim-validate"}
 # Until the fine-tuning roots and groups move out of conf/ (issue 20: `git mv conf/finetune.yaml
 # conf/multilingual.yaml conf/model conf/tasks conf/training conf/evaluation conf_finetune/`),
 # every Hydra job's search path holds both families.
