@@ -98,7 +98,8 @@ def over_seeds(values: list[float], alpha: float = 0.05) -> dict:
 def _overrides(job_dir: Path) -> str:
     path = job_dir / ".hydra" / "overrides.yaml"
     items = yaml.safe_load(path.read_text()) if path.exists() else []
-    return " ".join(o for o in (items or []) if not o.split("=", 1)[0].lstrip("+~") == "seed") or "(defaults)"
+    kept = [o for o in (items or []) if o.split("=", 1)[0].lstrip("+~") != "seed"]
+    return " ".join(kept) or "(defaults)"
 
 
 def summarize(sweep_dir: str | Path, alpha: float = 0.05) -> dict:
@@ -140,10 +141,10 @@ def render(summary: dict) -> str:
     from recsim.report.tables import markdown_table
 
     level = f"{100 * (1 - summary['alpha']):g}%"
-    lines = ["# An A/B over seeds", "",
-             f"Control -> treatment per seed; the last row: the mean difference (lifts: the mean "
+    intro = (f"Control -> treatment per seed; the last row: the mean difference (lifts: the mean "
              f"lift) with a {level} t interval over the seeds, and the seeds with the treatment "
-             "ahead.", ""]
+             "ahead.")
+    lines = ["# An A/B over seeds", "", intro, ""]
     for g in summary["groups"]:
         lines += [f"## `{g['overrides']}`: {g['control']} -> {g['treatment']}", ""]
         rows = []
