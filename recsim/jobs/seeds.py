@@ -163,9 +163,10 @@ def render(summary: dict) -> str:
         cells = [f"over {len(g['seeds'])} seeds"]
         for key, _, fmt, _ in METRICS:
             s = g["over_seeds"][key]
-            ci = (f" [{s['ci_low']:{fmt}}, {s['ci_high']:{fmt}}]" if np.isfinite(s["ci_low"]) else "")
-            sign = "+" if "+" not in fmt else ""
-            cells.append(f"**{s['mean']:{sign}{fmt}}**{ci}, {s['above_zero']}/{s['n']} > 0")
+            signed = fmt if fmt.startswith("+") else "+" + fmt  # differences carry their sign
+            ci = (f" [{s['ci_low']:{signed}}, {s['ci_high']:{signed}}]"
+                  if np.isfinite(s["ci_low"]) else "")
+            cells.append(f"**{s['mean']:{signed}}**{ci}, {s['above_zero']}/{s['n']} > 0")
         rows.append(cells)
         lines += [markdown_table(["seed", *(label for _, label, _, _ in METRICS)], rows), ""]
     if summary["failed_jobs"]:
