@@ -164,7 +164,7 @@ def _fit_rankers(roles: dict, world, post_vectors, retrieval, split, ranker_cfg,
     return {role: fit_ranker(
         p.features, world.posts, post_vectors.of(role), world.members,
         retrieval.histories[post_vectors.key_of[role]], world.impressions, split.train,
-        split.test, ranker_cfg, seed, p.name,
+        split.test, ranker_cfg, seed + p.ranker_seed_offset, p.name,
         Path(output_dir) / "rankers" / f"{role}.pt")
         for role, p in roles.items() if p.scores is None}
 

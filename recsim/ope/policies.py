@@ -42,6 +42,10 @@ class PolicyConfig:
     # or CSV; recsim.world.logs.read_scores): the policy ranks by them instead of a ranker
     # trained here (its features and encoder are then unused). Relative to the start directory.
     scores: str | None = None
+    # This policy's ranker trains with seed + ranker_seed_offset (0: the run's seed). An A/A
+    # test, two policies alike but for this offset, measures how far the ranker's own training
+    # noise moves the true lift: the floor under which no A/B of this funnel can see a change.
+    ranker_seed_offset: int = 0
 
     def check(self, key: str) -> None:
         """ValueError naming `key` (where the policy sits: "sim.control", "sim.treatment") for
