@@ -187,6 +187,24 @@ def test_a_retrieval_policy_is_served_from_faiss_and_its_offline_estimates_say_b
         report["truth"]["treatment"] / report["truth"]["control"] - 1)
 
 
+@pytest.mark.parametrize("offset", [0, 1])
+def test_an_aa_policy_differs_only_by_its_rankers_seed(tmp_path, offset):
+    """Two arms alike but for sim.treatment.ranker_seed_offset: offset 0 is the control itself
+    (identical ranker metrics, true lift exactly 0); offset 1 trains another ranker."""
+    _run(tmp_path, "experiment=debug", "sim.treatment.features=[ids,history,counts,context]",
+         "sim.treatment.name=reseeded", f"sim.treatment.ranker_seed_offset={offset}",
+         "sim.n_bootstrap=20")
+    report = load_report(tmp_path / "report.json")
+    control, treatment = report["ranker"]["ranker_without_embeddings"], report["ranker"]["reseeded"]
+    assert report["config"]["sim"]["treatment"]["ranker_seed_offset"] == offset
+    if offset == 0:
+        assert treatment["auc"] == control["auc"] and treatment["log_loss"] == control["log_loss"]
+        assert report["truth"]["lift"] == 0.0
+    else:
+        assert treatment["log_loss"] != control["log_loss"]
+        assert report["truth"]["treatment"] != report["truth"]["control"]
+
+
 def test_bad_config_fails_clearly_and_writes_nothing(tmp_path):
     proc = _run(tmp_path, "experiment=debug", "sim.estimators=[ips,magic]", check=False)
     assert proc.returncode != 0
