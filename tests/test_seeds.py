@@ -28,6 +28,22 @@ def _report(tiny_report: dict, seed: int, true_lift: float, auc_new: float) -> d
     return r
 
 
+def _one_job(sweep, tiny_report):
+    _write_job(sweep, 0, _report(tiny_report, 0, 0.1, 0.7), ["seed=0"])
+    return sweep
+
+
+def test_seeds_from_several_sweeps_go_to_one_table(tmp_path, tiny_report):
+    first, second = tmp_path / "first", tmp_path / "second"
+    _write_job(first, 0, _report(tiny_report, 0, 0.1, 0.7), ["experiment=a", "seed=0"])
+    _write_job(second, 0, _report(tiny_report, 3, 0.3, 0.7), ["experiment=a", "seed=3"])
+    summary = seeds.summarize([first, second], out=tmp_path / "both")
+    (group,) = summary["groups"]
+    assert group["seeds"] == [0, 3]
+    assert group["over_seeds"]["true_lift"]["mean"] == pytest.approx(0.2)
+    assert (tmp_path / "both" / "seeds.md").exists() and not (first / "seeds.md").exists()
+
+
 def test_over_seeds_is_the_t_interval_by_hand():
     s = seeds.over_seeds([0.01, 0.02, 0.03, float("nan")])
     # mean .02, sd .01, t(0.975, 2) = 4.302653
@@ -50,7 +66,7 @@ def test_summary_groups_by_overrides_and_reads_each_measurement(tmp_path, tiny_r
     (sweep / "99" / ".hydra").mkdir(parents=True)  # a job that failed: no report
     summary = seeds.summarize(sweep)
     assert [g["overrides"] for g in summary["groups"]] == ["experiment=a", "experiment=b"]
-    assert summary["failed_jobs"] == ["99"]
+    assert summary["failed_jobs"] == [str(sweep / "99")]
     a, b = summary["groups"]
     assert a["seeds"] == [0, 1, 2]
     assert a["over_seeds"]["true_lift"]["mean"] == pytest.approx(sum(lifts) / 3)
@@ -78,6 +94,8 @@ def test_bad_sweeps_say_what_is_wrong(tmp_path, tiny_report):
         _write_job(twice, num, _report(tiny_report, 0, 0.1, 0.7), ["seed=0"])
     with pytest.raises(ValueError, match="has a seed twice"):
         seeds.summarize(twice)
+    with pytest.raises(ValueError, match="has a seed twice"):  # the same sweep given twice
+        seeds.summarize([logs_ok := _one_job(tmp_path / "a", tiny_report), logs_ok])
     logs = tmp_path / "logs"
     no_truth = _report(tiny_report, 0, 0.1, 0.7)
     no_truth["truth"] = None

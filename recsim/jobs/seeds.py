@@ -15,6 +15,7 @@ count of seeds on which the treatment is ahead. With 3 seeds the t quantile is 4
 that excludes zero needs a difference several times its seed-to-seed spread.
 
     recsim-seeds multirun/<date>/<time>      # writes seeds.md and seeds.json there
+    recsim-seeds SWEEP_A SWEEP_B --out DIR   # seeds from several sweeps (each seed once)
 """
 
 from __future__ import annotations
@@ -102,34 +103,40 @@ def _overrides(job_dir: Path) -> str:
     return " ".join(kept) or "(defaults)"
 
 
-def summarize(sweep_dir: str | Path, alpha: float = 0.05) -> dict:
-    """Read the sweep's job reports, group them by overrides without the seed, and write
-    seeds.md and seeds.json into `sweep_dir`."""
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"{sweep_dir}: no such sweep directory")
+def summarize(sweep_dirs: str | Path | list, alpha: float = 0.05, out: str | Path | None = None
+              ) -> dict:
+    """Read the job reports of one sweep directory or several (e.g. seeds 0-2, then 3-7), group
+    them by overrides without the seed, and write seeds.md and seeds.json into `out` (default:
+    the first sweep directory)."""
+    dirs = [Path(d) for d in (sweep_dirs if isinstance(sweep_dirs, list | tuple) else [sweep_dirs])]
     groups: dict[str, list[dict]] = {}
     failed = []
-    for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        path = job / "report.json"
-        if path.exists():
-            groups.setdefault(_overrides(job), []).append(job_row(json.loads(path.read_text()), job))
-        elif (job / ".hydra").exists():
-            failed.append(job.name)
+    for sweep_dir in dirs:
+        if not sweep_dir.is_dir():
+            raise FileNotFoundError(f"{sweep_dir}: no such sweep directory")
+        for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            path = job / "report.json"
+            if path.exists():
+                groups.setdefault(_overrides(job), []).append(job_row(json.loads(path.read_text()), job))
+            elif (job / ".hydra").exists():
+                failed.append(str(job))
+    sweep_dir = Path(out) if out is not None else dirs[0]
     if not groups:
-        raise FileNotFoundError(f"{sweep_dir}: no job has a report.json (failed jobs: {failed})")
-    summary = {"sweep_dir": str(sweep_dir), "alpha": alpha, "failed_jobs": failed, "groups": []}
+        raise FileNotFoundError(f"{', '.join(map(str, dirs))}: no job has a report.json "
+                                f"(failed jobs: {failed})")
+    summary = {"sweep_dir": str(sweep_dir), "sweep_dirs": [str(d) for d in dirs], "alpha": alpha, "failed_jobs": failed, "groups": []}
     for name, rows in groups.items():
         rows.sort(key=lambda r: r["seed"])
         seeds = [r["seed"] for r in rows]
         if len(set(seeds)) < len(seeds):
-            raise ValueError(f"{sweep_dir}: group '{name}' has a seed twice ({seeds}); "
-                             "summarise one sweep at a time")
+            raise ValueError(f"group '{name}' has a seed twice ({seeds}): "
+                             + ", ".join(r["job_dir"] for r in rows))
         summary["groups"].append({
             "overrides": name, "control": rows[0]["control"], "treatment": rows[0]["treatment"],
             "seeds": seeds, "jobs": rows,
             "over_seeds": {key: over_seeds([r[key][kind] for r in rows], alpha)
                            for key, _, _, kind in METRICS}})
+    sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "seeds.json").write_text(json.dumps(summary, indent=2, allow_nan=True))
     (sweep_dir / "seeds.md").write_text(render(summary))
     log.info("seed summary: %d groups -> %s", len(summary["groups"]), sweep_dir / "seeds.md")
@@ -170,18 +177,22 @@ def render(summary: dict) -> str:
         rows.append(cells)
         lines += [markdown_table(["seed", *(label for _, label, _, _ in METRICS)], rows), ""]
     if summary["failed_jobs"]:
-        lines += [f"Jobs without a report (failed or running): {', '.join(summary['failed_jobs'])}", ""]
+        lines += ["Jobs without a report (failed or running): "
+                  + ", ".join(summary["failed_jobs"]), ""]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", help="a multirun directory of recsim-run jobs over seeds")
+    parser.add_argument("sweep_dirs", nargs="+", metavar="sweep_dir",
+                        help="multirun directories of recsim-run jobs over seeds")
     parser.add_argument("--alpha", type=float, default=0.05, help="1 - the interval's level")
+    parser.add_argument("--out", default=None,
+                        help="where seeds.md and seeds.json go (default: the first sweep_dir)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        summary = summarize(args.sweep_dir, args.alpha)
+        summary = summarize(args.sweep_dirs, args.alpha, args.out)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"recsim.jobs.seeds: {err}") from None
     print((Path(summary["sweep_dir"]) / "seeds.md").read_text())
