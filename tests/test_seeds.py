@@ -102,3 +102,22 @@ def test_bad_sweeps_say_what_is_wrong(tmp_path, tiny_report):
     _write_job(logs, 0, no_truth, ["data=logs"])
     with pytest.raises(ValueError, match="no truth"):
         seeds.summarize(logs)
+
+
+def test_the_callback_summarises_a_multirun_and_only_warns_when_it_cannot(tmp_path, tiny_report,
+                                                                          caplog):
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    sweep = tmp_path / "sweep"
+    callback = seeds.SeedsSummary()
+    config = OmegaConf.create({"hydra": {"mode": RunMode.MULTIRUN, "sweep": {"dir": str(sweep)}}})
+    sweep.mkdir()
+    callback.on_job_end(config)  # nothing finished yet: a warning, no exception
+    assert "no job has a report.json" in caplog.text and not (sweep / "seeds.md").exists()
+    _write_job(sweep, 0, _report(tiny_report, 0, 0.1, 0.7), ["experiment=a", "seed=0"])
+    callback.on_job_end(config)
+    assert "over 1 seeds" in (sweep / "seeds.md").read_text()
+    single = OmegaConf.create({"hydra": {"mode": RunMode.RUN, "sweep": {"dir": str(tmp_path / "x")}}})
+    callback.on_job_end(single)  # a single run: nothing written
+    assert not (tmp_path / "x").exists()

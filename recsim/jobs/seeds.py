@@ -16,6 +16,9 @@ that excludes zero needs a difference several times its seed-to-seed spread.
 
     recsim-seeds multirun/<date>/<time>      # writes seeds.md and seeds.json there
     recsim-seeds SWEEP_A SWEEP_B --out DIR   # seeds from several sweeps (each seed once)
+
+The embeddings_ab / embeddings_aa experiments write it themselves after each job of a multirun
+(the `SeedsSummary` Hydra callback).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
 from scipy import stats
 
 log = logging.getLogger(__name__)
@@ -180,6 +186,19 @@ def render(summary: dict) -> str:
         lines += ["Jobs without a report (failed or running): "
                   + ", ".join(summary["failed_jobs"]), ""]
     return "\n".join(lines)
+
+
+class SeedsSummary(Callback):
+    """Hydra callback: rewrite the sweep's seeds.md / seeds.json after every job of a multirun
+    (after each job, not at the multirun's end, which Hydra skips when a job fails)."""
+
+    def on_job_end(self, config: DictConfig, job_return=None, **kwargs) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        try:
+            summarize(config.hydra.sweep.dir)
+        except (FileNotFoundError, ValueError) as err:  # no report yet, or no truth (data=logs)
+            log.warning("seed summary: %s", err)
 
 
 def main() -> None:
