@@ -50,6 +50,24 @@ def _pct(x: float) -> str:
     return f"{100 * x:+.1f}%" if np.isfinite(x) else "n/a"
 
 
+def first_usable(rows: list[dict], preference: list[str]) -> dict | None:
+    """The row of the first estimator in `preference` whose status is ok; None if there is none."""
+    by_name = {row["estimator"]: row for row in rows}
+    return next((by_name[n] for n in preference if n in by_name and by_name[n]["status"] == OK),
+                None)
+
+
+def cannot_tell(rows: list[dict], preference: list[str], none_computed: str = "none computed"
+                ) -> dict:
+    """The verdict when no estimator of `preference` is usable: each one's status, or
+    `none_computed` when none of them was computed."""
+    by_name = {row["estimator"]: row for row in rows}
+    reasons = "; ".join(f"{n}: {by_name[n]['status']}" for n in preference if n in by_name)
+    return {"estimator": None, "detectable": False,
+            "text": f"**This log cannot tell.** No recommended estimator is valid here "
+                    f"({reasons or none_computed})."}
+
+
 def verdict(lifts: list[dict], preference: list[str], target: float | None = None) -> dict:
     """The report's first line from the preferred estimator with an ok status.
 
@@ -60,14 +78,9 @@ def verdict(lifts: list[dict], preference: list[str], target: float | None = Non
     Returns:
         {"estimator", "text", "detectable"}; estimator None when the log cannot tell.
     """
-    by_name = {row["estimator"]: row for row in lifts}
-    usable = [by_name[n] for n in preference if n in by_name and by_name[n]["status"] == OK]
-    if not usable:
-        reasons = "; ".join(f"{n}: {by_name[n]['status']}" for n in preference if n in by_name)
-        return {"estimator": None, "detectable": False,
-                "text": f"**This log cannot tell.** No recommended estimator is valid here "
-                        f"({reasons or 'none computed'})."}
-    row = usable[0]
+    row = first_usable(lifts, preference)
+    if row is None:
+        return cannot_tell(lifts, preference)
     lo, hi, mde = row["ci_low"], row["ci_high"], row.get("mde", float("nan"))
     if lo > 0 or hi < 0:
         side = "better" if lo > 0 else "worse"

@@ -11,7 +11,7 @@ Plain data (title, text, headers, rows, notes, figure) rendered by recsim/report
 
 from __future__ import annotations
 
-from recsim.ope.verdict import OK
+from recsim.ope.verdict import cannot_tell, first_usable
 from recsim.report.tables import level_pct
 
 
@@ -28,14 +28,9 @@ def obd_title(r: dict) -> str:
 def obd_verdict(o: dict, preference: list[str]) -> dict:
     """{"estimator", "text", "detectable"} from the first estimator of `preference` with an ok
     status; estimator None when none is. `detectable` is False: no lift is tested here."""
-    by_name = {row["estimator"]: row for row in o["rows"]}
-    usable = [by_name[n] for n in preference if n in by_name and by_name[n]["status"] == OK]
-    if not usable:
-        reasons = "; ".join(f"{n}: {by_name[n]['status']}" for n in preference if n in by_name)
-        return {"estimator": None, "detectable": False,
-                "text": f"**This log cannot tell.** No recommended estimator is valid here "
-                        f"({reasons or f'none of {preference} computed'})."}
-    row, truth = usable[0], o["truth"]
+    row, truth = first_usable(o["rows"], preference), o["truth"]
+    if row is None:
+        return cannot_tell(o["rows"], preference, f"none of {preference} computed")
     inside = "inside" if row["on_policy_inside"] else "OUTSIDE"
     return {"estimator": row["estimator"], "detectable": False,
             "text": f"**{o['evaluation']}'s click rate from the {o['behavior']} log: "
