@@ -56,9 +56,15 @@ def truncate(vectors: np.ndarray, dim: int) -> np.ndarray:
 
 
 def knn_predict(test: np.ndarray, support: np.ndarray, support_labels: np.ndarray,
-                n_labels: int, k: int) -> np.ndarray:
-    """Similarity-weighted vote of the k most similar support vectors (unit vectors)."""
+                n_labels: int, k: int, leave_one_out: bool = False) -> np.ndarray:
+    """Similarity-weighted vote of the k most similar support vectors (unit vectors).
+    leave_one_out: `test` is `support`, and no vector votes for itself."""
     sims = test @ support.T
+    if leave_one_out:
+        if test.shape[0] != support.shape[0]:
+            raise ValueError("knn_predict: leave_one_out needs test to be the support set")
+        np.fill_diagonal(sims, -np.inf)
+        k = min(k, support.shape[0] - 1)
     k = min(k, support.shape[0])
     top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
     votes = np.zeros((test.shape[0], n_labels))

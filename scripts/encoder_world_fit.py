@@ -5,7 +5,8 @@ fine-tune lifts engagement. Its answer is bounded by what the world's user model
 post: the label world reads the post's coarse topic, the text world (`world=topics`) a mixture
 over 50 TF-IDF + NMF topics. This measures, on one world's posts and per encoder (the run's
 MiniLM and the policy's `encoder_dir`, through the embedding cache):
-- coarse topic: leave-one-out kNN accuracy (k = 10, cosine; what the label world reads),
+- coarse topic: leave-one-out kNN accuracy (k = 10, cosine, similarity-weighted vote; what the
+  label world reads),
 - source label (newsgroup, outlet, department ...): leave-one-out kNN accuracy,
 - fine topics: held-out R^2 of a ridge map from the vector to the post's topic mixture
   (5-fold; what the text world reads),
@@ -21,7 +22,6 @@ import json
 import logging
 import os
 
-import faiss
 import numpy as np
 
 log = logging.getLogger("encoder_world_fit")
@@ -29,17 +29,13 @@ K = 10
 
 
 def knn_correct(vectors: np.ndarray, labels: np.ndarray, k: int = K) -> np.ndarray:
-    """Per post: does the majority label of its k nearest other posts (cosine) equal its own?"""
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
-    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    _, idx = index.search(x, k + 1)
-    neighbours = np.where(idx[:, :1] == np.arange(len(x))[:, None], idx[:, 1:], idx[:, :k])
+    """Per post: does the similarity-weighted vote of its k nearest other posts (cosine,
+    embeddings.evaluate.knn_predict) give its own label?"""
+    from embeddings.evaluate import knn_predict, truncate
+
     codes, inverse = np.unique(labels, return_inverse=True)
-    votes = np.zeros((len(x), len(codes)))
-    np.add.at(votes, (np.repeat(np.arange(len(x)), k), inverse[neighbours].ravel()), 1.0)
-    return votes.argmax(axis=1) == inverse
+    unit = truncate(np.asarray(vectors, dtype=np.float32), vectors.shape[1])  # renormalised
+    return knn_predict(unit, unit, inverse, len(codes), k, leave_one_out=True) == inverse
 
 
 def mixture_r2(vectors: np.ndarray, mixture: np.ndarray, seed: int) -> float:

@@ -165,6 +165,13 @@ def test_knn_and_label_ranks_known_answers():
     assert knn_predict(test, support, np.array([0, 0, 1]), 2, k=1).tolist() == [0, 1]
     labels = np.array([[1.0, 0.0], [0.0, 1.0]])
     assert label_ranks(test, labels, np.array([0, 0])).tolist() == [1, 2]
+    # leave-one-out: each support vector's own vote is gone, so its nearest other one decides
+    # (the two near (1, 0) vote for each other; (0, 1)'s nearest other is (0.9, 0.1), label 0)
+    assert knn_predict(support, support, np.array([0, 0, 1]), 2, k=1).tolist() == [0, 0, 1]
+    assert knn_predict(support, support, np.array([0, 0, 1]), 2, k=1,
+                       leave_one_out=True).tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="leave_one_out"):
+        knn_predict(test, support, np.array([0, 0, 1]), 2, k=1, leave_one_out=True)
 
 
 def test_a_task_without_validation_texts_is_left_out_of_the_validation_loss():
