@@ -54,10 +54,8 @@ def _recall(section: dict | None, policy: str, key: str) -> float:
 
 
 def job_row(report: dict, job_dir: Path) -> dict:
-    """One job's measurements, per policy (control, treatment) and as treatment vs control."""
-    from recsim.report.contract import restore_nan
-
-    report = restore_nan(report)
+    """One job's measurements (`report` as `load_report` gives it back), per policy (control,
+    treatment) and as treatment vs control."""
     sim, truth = report["sim"], report.get("truth")
     if truth is None:
         raise ValueError(f"{job_dir / 'report.json'}: no truth (data=logs or data=obd); a seed "
@@ -114,6 +112,8 @@ def summarize(sweep_dirs: str | Path | list, alpha: float = 0.05, out: str | Pat
     """Read the job reports of one sweep directory or several (e.g. seeds 0-2, then 3-7), group
     them by overrides without the seed, and write seeds.md and seeds.json into `out` (default:
     the first sweep directory)."""
+    from recsim.report.contract import load_report
+
     dirs = [Path(d) for d in (sweep_dirs if isinstance(sweep_dirs, list | tuple) else [sweep_dirs])]
     groups: dict[str, list[dict]] = {}
     failed = []
@@ -123,7 +123,7 @@ def summarize(sweep_dirs: str | Path | list, alpha: float = 0.05, out: str | Pat
         for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             path = job / "report.json"
             if path.exists():
-                groups.setdefault(_overrides(job), []).append(job_row(json.loads(path.read_text()), job))
+                groups.setdefault(_overrides(job), []).append(job_row(load_report(path), job))
             elif (job / ".hydra").exists():
                 failed.append(str(job))
     sweep_dir = Path(out) if out is not None else dirs[0]
